@@ -1,0 +1,131 @@
+"""Variational objectives, one value per example (shape ``[B]``, nats).
+
+A model is anything with ``encode(x) -> q(z|x)``, ``decode(z) -> p(x|z)`` and ``prior -> p(z)``,
+all ``torch.distributions`` objects with the latent as their event. Pass ``q`` explicitly to use
+a variational distribution that does not come from an encoder (per-data-point inference).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch.distributions import kl_divergence
+
+
+class ELBOTerms(NamedTuple):
+    elbo: torch.Tensor  # (B,) reconstruction - beta * kl
+    reconstruction: torch.Tensor  # (B,) E_q[log p(x|z)], Monte Carlo over k samples
+    kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)): analytic, or the same samples' estimate
+
+
+def analytic_kl(q, p) -> torch.Tensor | None:
+    """KL(q || p) from ``torch.distributions``' registry, or ``None`` when no closed form is registered."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+
+
+def _check_x(x) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch.Tensor batch, got {getattr(x, 'dtype', type(x).__name__)}")
+
+
+def _check_k(k) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int (samples per example), got {k!r}")
+
+
+def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl_term: bool = True, beta: float = 1.0,
+               free_bits: float = 0.0, q=None) -> ELBOTerms:
+    """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
+    _check_x(x)
+    _check_k(k)
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0 (nats per latent dimension), got {free_bits!r}")
+    q = model.encode(x) if q is None else q
+    prior = model.prior
+    z = q.rsample((k,))  # (k, B, D)
+    rec = model.decode(z).log_prob(x).mean(0)  # (B,)
+    kl = None
+    if free_bits > 0:
+        kl_d = analytic_kl(q.base_dist, prior.base_dist) if hasattr(q, "base_dist") and hasattr(prior, "base_dist") else None
+        if kl_d is None or kl_d.dim() != 2:
+            raise ValueError("free_bits needs q and p(z) with per-dimension KLs (Independent(Normal) over a [B, D] latent)")
+        # Free bits (Kingma et al. 2016): each dimension's batch-mean KL counts as at least free_bits.
+        below = kl_d.mean(0, keepdim=True) < free_bits  # (1, D)
+        kl_obj = torch.where(below, torch.full_like(kl_d, free_bits), kl_d).sum(-1)
+        kl = kl_d.sum(-1)
+    elif analytic_kl_term:
+        kl = analytic_kl(q, prior)
+    if kl is None:  # sampled KL on the same samples: this is the SGVB "A" estimator
+        kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+    if free_bits <= 0:
+        kl_obj = kl
+    return ELBOTerms(rec - beta * kl_obj, rec, kl)
+
+
+def elbo(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
+         free_bits: float = 0.0, q=None) -> torch.Tensor:
+    """Monte Carlo ELBO per example, ``[B]`` nats, with ``k`` reparameterized samples per example.
+
+    ``analytic_kl=True``: E_q[log p(x|z)] - KL(q || p), the KL in closed form when
+    ``torch.distributions`` has it registered (Kingma & Welling's SGVB "B" estimator), otherwise
+    sampled. ``analytic_kl=False``: E_q[log p(x,z) - log q(z|x)] on the samples (estimator "A").
+    ``beta`` weights the KL (beta-VAE, KL warm-up); ``free_bits`` > 0 counts each latent
+    dimension's batch-mean KL as at least that many nats.
+    """
+    return elbo_terms(model, x, k, analytic_kl, beta, free_bits, q).elbo
+
+
+def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i|x) for ``k`` reparameterized z_i ~ q(z|x): shape ``[k, B]``."""
+    _check_x(x)
+    _check_k(k)
+    q = model.encode(x) if q is None else q
+    z = q.rsample((k,))  # (k, B, D)
+    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)
+
+
+def iwae_bound(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
+    """The importance-weighted bound L_k = log (1/k) sum_i p(x, z_i)/q(z_i|x), ``[B]`` nats.
+
+    Differentiable: its gradient is the normalised-weight average of the per-sample gradients
+    (Burda et al. 2016, eq. 14), which autograd gives exactly through ``logsumexp``. With k = 1 it
+    is the single-sample ELBO on the same sample. For large k without gradients use
+    :func:`vaekit.metrics.log_likelihood`, which works in chunks of bounded memory.
+    """
+    return torch.logsumexp(log_weights(model, x, k, q), 0) - math.log(k)
+
+
+def vae_k_bound(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
+    """The mean of k single-sample ELBOs, ``[B]``: the "VAE with k samples" of Burda et al."""
+    return log_weights(model, x, k, q).mean(0)
+
+
+@dataclass
+class KLWarmup:
+    """KL warm-up: beta rises linearly from ``start`` to 1 over ``steps`` optimiser steps.
+
+    Use it as a :func:`vaekit.train.fit` callback and read ``.beta`` in the objective:
+    ``fit(model, lambda m, x: -elbo(m, x, beta=warm.beta), ..., callbacks=[warm])``.
+    """
+
+    steps: int
+    start: float = 0.0
+    step: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps!r}")
+
+    @property
+    def beta(self) -> float:
+        return min(1.0, self.start + (1.0 - self.start) * self.step / self.steps)
+
+    def on_step(self, state) -> None:
+        self.step = state.step

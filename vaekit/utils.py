@@ -1,0 +1,44 @@
+"""Small shared helpers: seeding, thread counts, argument checks."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a CPU generator seeded the same way."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads (default: ``$OMP_NUM_THREADS`` or all cores); returns the count."""
+    if n is None:
+        n = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(max(1, int(n)))
+    return torch.get_num_threads()
+
+
+def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, floating: bool = False,
+                 min_value: float | None = None, max_value: float | None = None) -> torch.Tensor:
+    """Raise a clear error naming ``name`` when ``x`` is not a tensor of the expected kind."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(x.shape)}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.device.type != "meta" and x.numel() and (min_value is not None or max_value is not None):
+        lo, hi = x.min(), x.max()
+        if (min_value is not None and bool(lo < min_value)) or (max_value is not None and bool(hi > max_value)):
+            raise ValueError(f"{name} must lie in [{min_value}, {max_value}], got values in [{float(lo):.4g}, {float(hi):.4g}]")
+    return x
