@@ -1,12 +1,12 @@
 """vaekit: latent-variable generative models, from Gaussian mixtures to VQ-VAE, on any device."""
-from . import data, distributions, metrics, nets, objectives, train
+from . import data, distributions, metrics, nets, objectives, train, viz
 from .device import default_device, module_device
 from .objectives import elbo, iwae_bound
-from .record import record, recorded
+from .recorder import record, recorded
 from .train import fit
-from .utils import seed_everything, set_threads
+from .utils import seed_everything, set_threads, smoke_requested
 from .vae import VAE
 
 __version__ = "0.1.0"
-__all__ = ["data", "distributions", "metrics", "nets", "objectives", "train", "default_device", "module_device",
-           "elbo", "iwae_bound", "record", "recorded", "fit", "seed_everything", "set_threads", "VAE"]
+__all__ = ["data", "distributions", "metrics", "nets", "objectives", "train", "viz", "default_device", "module_device",
+           "elbo", "iwae_bound", "record", "recorded", "fit", "seed_everything", "set_threads", "smoke_requested", "VAE"]

@@ -93,7 +93,8 @@ def _save_checkpoint(path: Path, state: TrainState, rng: torch.Generator) -> Non
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
                 "step": state.step, "epoch": state.epoch, "history": state.history.records,
-                "rng": rng.get_state()}, tmp)
+                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
     os.replace(tmp, path)  # atomic: an interrupted save leaves the previous checkpoint intact
 
 
@@ -165,6 +166,9 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
         state.step, state.epoch = saved["step"], saved["epoch"]
         state.history.records = list(saved["history"])
         rng.set_state(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])  # the objective's own sampling continues where it stopped
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
     steps_per_epoch = n // batch_size  # drop the ragged last batch: every step sees batch_size examples
     total_epochs = epochs if epochs is not None else math.ceil(steps / steps_per_epoch)
     if steps is not None:

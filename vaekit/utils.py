@@ -42,3 +42,8 @@ def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, flo
         if (min_value is not None and bool(lo < min_value)) or (max_value is not None and bool(hi > max_value)):
             raise ValueError(f"{name} must lie in [{min_value}, {max_value}], got values in [{float(lo):.4g}, {float(hi):.4g}]")
     return x
+
+
+def smoke_requested(smoke: bool = False) -> bool:
+    """True when a notebook's ``smoke`` parameter is set or ``$VAEKIT_SMOKE`` asks for it (as under nbval)."""
+    return bool(smoke) or os.environ.get("VAEKIT_SMOKE", "").lower() not in ("", "0", "false", "no")
