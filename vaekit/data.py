@@ -106,6 +106,9 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
         Path(tmp).unlink(missing_ok=True)
 
 
+_unreachable: set[str] = set()  # mirrors that failed to connect in this process: not asked again
+
+
 def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float) -> Path:
     dest = root / name
     if dest.exists():
@@ -114,11 +117,18 @@ def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float) -> Path:
         dest.unlink()  # a corrupt cached file is replaced, never trusted
     errors = []
     for mirror in mirrors:
+        if mirror in _unreachable:
+            errors.append(f"{mirror}: unreachable earlier in this session")
+            continue
         try:
             return download(mirror.rstrip("/") + "/" + name, dest, md5, timeout)
-        except (DownloadError, urllib.error.URLError, OSError, TimeoutError) as e:
-            errors.append(f"  {mirror}: {e}")
-    raise DownloadError(f"could not download {name}:\n" + "\n".join(errors))
+        except DownloadError as e:
+            errors.append(str(e))
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            if not isinstance(e, urllib.error.HTTPError):
+                _unreachable.add(mirror)
+            errors.append(f"{mirror}: {getattr(e, 'reason', e)}")
+    raise DownloadError(f"could not download {name} from {len(errors)} mirror(s): " + "; ".join(errors))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -164,7 +174,7 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, t
 
 
 def mnist(split: str = "train", root: str | os.PathLike | None = None, download: bool = True,
-          fallback: bool = True, mirrors=MIRRORS, timeout: float = 30.0) -> Digits:
+          fallback: bool = True, mirrors=MIRRORS, timeout: float = 10.0) -> Digits:
     """Load one MNIST split (``"train"`` or ``"test"``) as :class:`Digits`. Needs only that split's two files.
 
     Files already in ``root`` are used as they are (checksums are checked for the .gz files);
@@ -196,7 +206,7 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
         error = FileNotFoundError(f"MNIST {split} files not found in {root} and download=False")
     if not fallback:
         raise RuntimeError(f"MNIST {split} split is not available: {error}") from error
-    warnings.warn(f"MNIST is not available ({str(error).splitlines()[0]}); using the {EMBEDDED_SOURCE}.",
+    warnings.warn(f"MNIST {split} split is not available ({error}); using the {EMBEDDED_SOURCE}.",
                   EmbeddedDigitsWarning, stacklevel=2)
     return embedded_digits(split)
 

@@ -1,0 +1,42 @@
+"""Execute every notebook of the series with its smoke parameters (as ``vaekit run --smoke`` does)
+and check the numbers each recorded against tolerances.
+
+The notebooks assert their own mathematics; these checks guard the headline numbers from the
+outside, so that a notebook that silently stops recording, or records nonsense, fails here.
+"""
+import math
+from pathlib import Path
+
+import pytest
+
+from vaekit import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = cli.series(ROOT / "notebooks")
+
+# notebook -> {recorded name: check on the smoke-mode value}
+EXPECTED = {
+    "00_setup": {
+        "train_size": lambda v: v in (4000, 60000),
+        "binarization_mean_error": lambda v: 0 < v < 3 / 50 ** 0.5,
+    },
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
+    metrics, failures = cli.run([notebook], tmp_path, {}, smoke=True, progress=False)
+    assert not failures, "\n".join(failures)
+    recorded = metrics[notebook.stem]
+    numbers = {k: v for k, v in recorded.items() if not k.startswith("_")}
+    assert numbers, f"{notebook.name} recorded no headline numbers (vaekit.record)"
+    assert all(isinstance(v, bool) or math.isfinite(v) for v in numbers.values())
+    for name, check in EXPECTED.get(notebook.stem, {}).items():
+        assert name in numbers, f"{notebook.name} did not record {name!r}"
+        assert check(numbers[name]), f"{notebook.name}: {name} = {numbers[name]} is outside its tolerance"
+
+
+def test_every_notebook_has_expectations():
+    missing = [p.stem for p in NOTEBOOKS if p.stem not in EXPECTED]
+    assert not missing, f"add tolerance checks for {missing} to EXPECTED"
