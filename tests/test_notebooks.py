@@ -20,6 +20,22 @@ EXPECTED = {
         "train_size": lambda v: v in (4000, 60000),
         "binarization_mean_error": lambda v: 0 < v < 3 / 50 ** 0.5,
     },
+    "04_elbo": {
+        "elbo_plus_kl_error": lambda v: v < 1e-9,
+        "elbo_gap_at_posterior": lambda v: v < 1e-9,
+        "elbo_var_ratio_a_over_b_at_optimum": lambda v: v < 0.1,
+        "elbo_var_ratio_a_over_b_narrow_q": lambda v: v > 10,
+        "amortization_gap": lambda v: 0 < v < 2,
+        "approximation_gap": lambda v: -1e-4 < v < 0.5,
+    },
+    "05_gradient_estimators": {
+        "reinforce_over_pathwise_variance": lambda v: 300 < v < 3000,
+        "elbo_reinforce_over_pathwise_variance": lambda v: 50 < v < 1000,
+        "loo_baseline_variance_reduction": lambda v: v > 3,
+        "elbo_variance_ratio_growth": lambda v: v > 10,
+        "bernoulli_final_p_reinforce": lambda v: v < 0.1,
+        "bernoulli_final_p_relaxed_t1": lambda v: v > 0.2,
+    },
 }
 
 
