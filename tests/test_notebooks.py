@@ -20,6 +20,27 @@ EXPECTED = {
         "train_size": lambda v: v in (4000, 60000),
         "binarization_mean_error": lambda v: 0 < v < 3 / 50 ** 0.5,
     },
+    "01_gaussian_mixtures": {
+        "gd_em_gap": lambda v: v < 0.01,
+        "gd_bruteforce_error": lambda v: v < 1e-4,
+        "posterior_accuracy": lambda v: v > 0.9,
+        "em_loglik": lambda v: -3.3 < v < -2.9,
+    },
+    "02_prior_sampling": {
+        "prior_ratio_mean_mixture_k1": lambda v: 0.7 < v < 1.3,
+        "prior_log_gap_mixture_k1": lambda v: v > 1,
+        "prior_log_gap_mixture_kmax": lambda v: v < 0.05,
+        "prior_log_error_d100": lambda v: v < -10,
+        "prior_ess_fraction_d100": lambda v: v < 1e-3,
+        "useful_fraction_times_n_max": lambda v: 0.5 < v < 1.5,
+    },
+    "03_importance_sampling": {
+        "is_log_std_exact_posterior": lambda v: v < 1e-8,
+        "is_ess_fraction_exact_posterior": lambda v: v > 0.999,
+        "fitted_kl_mean": lambda v: v < 0.05,
+        "variance_reduction_k10": lambda v: v > 100,
+        "tail_relative_error": lambda v: v < 0.1,
+    },
     "04_elbo": {
         "elbo_plus_kl_error": lambda v: v < 1e-9,
         "elbo_gap_at_posterior": lambda v: v < 1e-9,
