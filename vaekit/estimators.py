@@ -16,12 +16,13 @@ A model is anything with ``prior`` (p(z)) and ``decode(z)`` (p(x|z)): :class:`va
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .distributions import diag_gaussian
+from .inference import PerExampleGaussian, frozen
 from .objectives import elbo
 from .utils import check_tensor
 
@@ -111,27 +112,8 @@ def useful_fraction(log_w: torch.Tensor, mass: float = 0.99, dim: int = 0) -> to
     return needed.clamp(max=log_w.shape[dim]) / log_w.shape[dim]
 
 
-class DiagonalProposal(nn.Module):
-    """One diagonal Gaussian q_n(z) = N(loc_n, diag(scale_n^2)) per data point: ``loc``, ``log_scale`` ``[N, d]``.
-
-    ``proposal()`` is the distribution for all N points (batch ``[N]``), ``proposal(idx)`` for some.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        check_tensor("loc", loc, ndim=2, floating=True)
-        if scale.shape != loc.shape or not bool((scale > 0).all()):
-            raise ValueError(f"scale must be positive with the shape of loc {list(loc.shape)}, got {list(scale.shape)}")
-        self.loc = nn.Parameter(loc.detach().clone())
-        self.log_scale = nn.Parameter(scale.detach().log().clone())
-
-    def forward(self, idx: torch.Tensor | None = None):
-        loc, log_scale = (self.loc, self.log_scale) if idx is None else (self.loc[idx], self.log_scale[idx])
-        return diag_gaussian(loc, log_scale.exp())
-
-
 def fit_proposal(model, x: torch.Tensor, steps: int = 500, lr: float = 0.05, k: int = 8,
-                 init: DiagonalProposal | None = None, seed: int | None = 0, progress: bool = False):
+                 init: PerExampleGaussian | None = None, seed: int | None = 0, progress: bool = False):
     """Fit one diagonal Gaussian q_n per data point by minimising KL(q_n || p(z | x_n)).
 
     KL(q || p(z|x)) = log p(x) - ELBO(q), and log p(x) does not depend on q, so this maximises
@@ -147,21 +129,13 @@ def fit_proposal(model, x: torch.Tensor, steps: int = 500, lr: float = 0.05, k: 
     prior = model.prior
     if init is None:
         d = prior.event_shape[0]
-        zeros = torch.zeros(x.shape[0], d, dtype=x.dtype, device=x.device)
-        init = DiagonalProposal(zeros, torch.ones_like(zeros))
-    params = list(model.parameters()) if isinstance(model, nn.Module) else []
-    was = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
+        init = PerExampleGaussian(x.shape[0], d, loc=torch.zeros(x.shape[0], d, dtype=x.dtype, device=x.device))
 
     def objective(proposal, xb, idx):
         value = elbo(model, xb, k=k, q=proposal(idx))
         return {"loss": -value, "elbo": value}
 
-    try:
+    with frozen(model) if isinstance(model, nn.Module) else nullcontext():
         history = fit(init, objective, (x, torch.arange(x.shape[0], device=x.device)), epochs=steps,
                       batch_size=x.shape[0], lr=lr, device=x.device, seed=seed, progress=progress, desc="fitting q")
-    finally:
-        for p, w in zip(params, was):
-            p.requires_grad_(w)
     return init, history

@@ -124,7 +124,7 @@ class Amortized(nn.Module):
 
 
 @contextmanager
-def _frozen(module: nn.Module):
+def frozen(module: nn.Module):
     """Inside the block the parameters of ``module`` do not require gradients."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
     for p, _ in flags:
@@ -152,10 +152,10 @@ def variational_em(vi: PerExampleVI, x: torch.Tensor, rounds: int, e_epochs: int
     opt_m = torch.optim.Adam(vi.model.parameters(), lr=lr)
     history = History()
     for r in tqdm(range(rounds), desc="variational EM", disable=not progress, dynamic_ncols=True):
-        with _frozen(vi.model):  # E-step: the q_i move, the model stays
+        with frozen(vi.model):  # E-step: the q_i move, the model stays
             e = fit(vi.q, lambda q, xb, ib: -elbo(vi.model, xb, k, q=q(ib)), (x, idx), epochs=e_epochs,
                     batch_size=batch_size, optimizer=opt_q, seed=seed + 2 * r, progress=False, device=x.device)
-        with _frozen(vi.q):  # M-step: the model moves, the q_i stay
+        with frozen(vi.q):  # M-step: the model moves, the q_i stay
             m = fit(vi.model, lambda mod, xb, ib: -elbo(mod, xb, k, q=vi.q(ib)), (x, idx), epochs=m_epochs,
                     batch_size=batch_size, optimizer=opt_m, seed=seed + 2 * r + 1, progress=False, device=x.device)
         rec = {"round": r + 1, "e_loss": e.last["loss"], "loss": m.last["loss"]}
