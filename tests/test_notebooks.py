@@ -57,6 +57,23 @@ EXPECTED = {
         "bernoulli_final_p_reinforce": lambda v: v < 0.1,
         "bernoulli_final_p_relaxed_t1": lambda v: v > 0.2,
     },
+    "08_vqvae": {
+        "perplexity_ema": lambda v: 1 <= v <= 64,
+        "perplexity_plain": lambda v: 1 <= v <= 64,
+        "dead_fraction_ema": lambda v: 0 <= v <= 1,
+        "dead_fraction_plain": lambda v: 0 <= v <= 1,
+        "prior_nll_nats": lambda v: 0 < v < 49 * math.log(64),  # below the uniform prior over codes
+        "bits_per_dim_vqvae": lambda v: 0 < v < 1,
+        "recon_mse": lambda v: 0 < v < 0.25,
+    },
+}
+
+# relations between numbers of the same notebook
+RELATIONS = {
+    "08_vqvae": [
+        ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
+        ("bits = nats / ln 2", lambda m: abs(m["prior_nll_bits"] - m["prior_nll_nats"] / math.log(2)) < 1e-3 * m["prior_nll_bits"]),
+    ],
 }
 
 
@@ -72,6 +89,8 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     for name, check in EXPECTED.get(notebook.stem, {}).items():
         assert name in numbers, f"{notebook.name} did not record {name!r}"
         assert check(numbers[name]), f"{notebook.name}: {name} = {numbers[name]} is outside its tolerance"
+    for claim, holds in RELATIONS.get(notebook.stem, []):
+        assert holds(numbers), f"{notebook.name}: {claim} does not hold for {numbers}"
 
 
 def test_every_notebook_has_expectations():
