@@ -57,6 +57,13 @@ EXPECTED = {
         "bernoulli_final_p_reinforce": lambda v: v < 0.1,
         "bernoulli_final_p_relaxed_t1": lambda v: v > 0.2,
     },
+    "06_vae": {
+        "test_nll": lambda v: 80 < v < 250,
+        "test_elbo": lambda v: -280 < v < -80,
+        "active_units": lambda v: 1 <= v <= 20,
+        "kl_beta_4": lambda v: 0 < v < 30,
+        "gaussian_bits_per_dim_8bit": lambda v: 0 < v < 10,
+    },
     "08_vqvae": {
         "perplexity_ema": lambda v: 1 <= v <= 64,
         "perplexity_plain": lambda v: 1 <= v <= 64,
@@ -70,6 +77,7 @@ EXPECTED = {
 
 # relations between numbers of the same notebook
 RELATIONS = {
+    "06_vae": [("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"])],
     "08_vqvae": [
         ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
         ("bits = nats / ln 2", lambda m: abs(m["prior_nll_bits"] - m["prior_nll_nats"] / math.log(2)) < 1e-3 * m["prior_nll_bits"]),

@@ -25,7 +25,8 @@ def setup() -> str:
     renderer = "plotly_mimetype"
     if os.environ.get(STATIC_ENV):
         renderer += "+png"
-        pio.renderers["png"].width, pio.renderers["png"].height, pio.renderers["png"].scale = 800, 450, 1
+        pio.renderers["png"].width = pio.renderers["png"].height = None  # each figure's own size
+        pio.renderers["png"].scale = 1
     pio.renderers.default = renderer
     return renderer
 
@@ -43,7 +44,7 @@ def _to_numpy_images(images) -> np.ndarray:
     return images
 
 
-def tile(images, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+def tile(images, ncols: int | None = None, pad: int = 1, pad_value: float = 0.15) -> np.ndarray:
     """Arrange ``[N, (1,) H, W]`` images into one 2-D array, ``ncols`` per row, row-major."""
     images = _to_numpy_images(images)
     n, h, w = images.shape
