@@ -83,8 +83,8 @@ def test_analytic_and_sampled_kl_agree_in_expectation(setup):
     reps = 20000
     xs = x.repeat(reps, 1)
     qr = diag_gaussian(q.base_dist.loc.repeat(reps, 1), q.base_dist.scale.repeat(reps, 1))
-    a = elbo_terms(model, xs, 1, analytic_kl_term=False, q=qr)
-    b = elbo_terms(model, xs, 1, analytic_kl_term=True, q=qr)
+    a = elbo_terms(model, xs, 1, analytic_kl=False, q=qr)
+    b = elbo_terms(model, xs, 1, analytic_kl=True, q=qr)
     # the analytic KL is the closed form KL(N(m, s^2) || N(0, 1)) = 1/2 sum(s^2 + m^2 - 1 - log s^2)
     m, s = q.base_dist.loc, q.base_dist.scale
     closed = 0.5 * (s ** 2 + m ** 2 - 1 - 2 * s.log()).sum(-1)
@@ -94,7 +94,7 @@ def test_analytic_and_sampled_kl_agree_in_expectation(setup):
     assert torch.all((sampled.mean(0) - closed).abs() < 4.5 * se)
     # elbo = reconstruction - kl in both, and beta weights the KL
     torch.testing.assert_close(a.elbo, a.reconstruction - a.kl)
-    beta = elbo_terms(model, xs[:3], 1, analytic_kl_term=True, beta=0.25, q=diag_gaussian(m, s))
+    beta = elbo_terms(model, xs[:3], 1, analytic_kl=True, beta=0.25, q=diag_gaussian(m, s))
     torch.testing.assert_close(beta.elbo, beta.reconstruction - 0.25 * closed)
 
 

@@ -20,7 +20,7 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)): analytic, or the same samples' estimate
 
 
-def analytic_kl(q, p) -> torch.Tensor | None:
+def closed_form_kl(q, p) -> torch.Tensor | None:
     """KL(q || p) from ``torch.distributions``' registry, or ``None`` when no closed form is registered."""
     try:
         return kl_divergence(q, p)
@@ -38,7 +38,7 @@ def _check_k(k) -> None:
         raise ValueError(f"k must be a positive int (samples per example), got {k!r}")
 
 
-def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl_term: bool = True, beta: float = 1.0,
+def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
                free_bits: float = 0.0, q=None) -> ELBOTerms:
     """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
     _check_x(x)
@@ -53,15 +53,15 @@ def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl_term: bool = True
     rec = model.decode(z).log_prob(x).mean(0)  # (B,)
     kl = None
     if free_bits > 0:
-        kl_d = analytic_kl(q.base_dist, prior.base_dist) if hasattr(q, "base_dist") and hasattr(prior, "base_dist") else None
+        kl_d = closed_form_kl(q.base_dist, prior.base_dist) if hasattr(q, "base_dist") and hasattr(prior, "base_dist") else None
         if kl_d is None or kl_d.dim() != 2:
             raise ValueError("free_bits needs q and p(z) with per-dimension KLs (Independent(Normal) over a [B, D] latent)")
         # Free bits (Kingma et al. 2016): each dimension's batch-mean KL counts as at least free_bits.
         below = kl_d.mean(0, keepdim=True) < free_bits  # (1, D)
         kl_obj = torch.where(below, torch.full_like(kl_d, free_bits), kl_d).sum(-1)
         kl = kl_d.sum(-1)
-    elif analytic_kl_term:
-        kl = analytic_kl(q, prior)
+    elif analytic_kl:
+        kl = closed_form_kl(q, prior)
     if kl is None:  # sampled KL on the same samples: this is the SGVB "A" estimator
         kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
     if free_bits <= 0:
@@ -87,6 +87,9 @@ def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     _check_x(x)
     _check_k(k)
     q = model.encode(x) if q is None else q
+    if tuple(q.batch_shape) != (x.shape[0],):  # a shared q would pair sample i with example i
+        raise ValueError(f"q must have batch shape [B] = [{x.shape[0]}] (one distribution per example), "
+                         f"got {list(q.batch_shape)}")
     z = q.rsample((k,))  # (k, B, D)
     return model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)
 
