@@ -64,6 +64,15 @@ EXPECTED = {
         "kl_beta_4": lambda v: 0 < v < 30,
         "gaussian_bits_per_dim_8bit": lambda v: 0 < v < 10,
     },
+    "07_iwae": {
+        "lg_gap_k1": lambda v: 1.9 < v < 2.3,
+        "lg_gap_kmax": lambda v: 0 <= v < 0.05,
+        "nll_vae_k1": lambda v: 100 < v < 300,
+        "nll_iwae_k50": lambda v: 100 < v < 300,
+        "snr_decoder_ratio": lambda v: v > 1,
+        "snr_encoder_ratio": lambda v: v < 1,
+        "bound_gap_l5000_l1_iwae": lambda v: v > 10,
+    },
     "08_vqvae": {
         "perplexity_ema": lambda v: 1 <= v <= 64,
         "perplexity_plain": lambda v: 1 <= v <= 64,
@@ -78,6 +87,7 @@ EXPECTED = {
 # relations between numbers of the same notebook
 RELATIONS = {
     "06_vae": [("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"])],
+    "07_iwae": [("at k = 1 the IWAE and the VAE are the same model", lambda m: m["nll_iwae_k1"] == m["nll_vae_k1"])],
     "08_vqvae": [
         ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
         ("bits = nats / ln 2", lambda m: abs(m["prior_nll_bits"] - m["prior_nll_nats"] / math.log(2)) < 1e-3 * m["prior_nll_bits"]),
