@@ -255,14 +255,18 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dynamic binarization: each pixel is 1 with probability equal to its intensity (fresh every call)."""
-    return torch.bernoulli(x, generator=generator)
+    """Dynamic binarization: each pixel is 1 with probability equal to its intensity (fresh every call).
+
+    Drawn as ``u < x`` with u uniform: the same distribution as ``torch.bernoulli(x)``, about three
+    times cheaper on a CPU, where it is a noticeable part of a training step.
+    """
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (u < x).to(x.dtype)
 
 
 def binarize_static(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One fixed binarization of ``x`` drawn with ``seed`` (the same every call)."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.bernoulli(x, generator=g)
+    return binarize(x, torch.Generator(device=x.device).manual_seed(seed))
 
 
 def gaussian_clusters(n: int, means, covariances, weights=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
