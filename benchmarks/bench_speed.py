@@ -36,13 +36,14 @@ import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import vaekit
 from vaekit import metrics
 from vaekit.data import binarize, binarize_static, embedded_digits
 from vaekit.train import fit, make_optimizer
+
+from canonical_vae import CanonicalVAE, canonical_loss
 
 
 def sync(device: torch.device) -> None:
@@ -124,42 +125,6 @@ def report(times: dict[str, list[tuple[float, float]]], baseline: str, variants:
 # --------------------------------------------------------------------------------------------
 # fit: the canonical example loop
 # --------------------------------------------------------------------------------------------
-
-class CanonicalVAE(nn.Module):
-    """The model of pytorch/examples ``vae/main.py``."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def reparameterize(self, mu, logvar):
-        std = torch.exp(0.5 * logvar)
-        eps = torch.randn_like(std)
-        return mu + eps * std
-
-    def decode(self, z):
-        h3 = F.relu(self.fc3(z))
-        return torch.sigmoid(self.fc4(h3))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x.view(-1, 784))
-        z = self.reparameterize(mu, logvar)
-        return self.decode(z), mu, logvar
-
-
-def canonical_loss(recon_x, x, mu, logvar):
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return bce + kld
-
 
 def canonical_epoch(model, optimizer, train_loader, device):
     model.train()

@@ -2,8 +2,6 @@
 import functools
 import http.server
 import threading
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """The Gaussian mixture against written-out densities, quadrature, scikit-learn and EM."""
-import math
 
 import numpy as np
 import pytest
