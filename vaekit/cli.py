@@ -76,6 +76,32 @@ def strip_widget_state(path: Path) -> None:
         nbformat.write(nb, path)
 
 
+def shrink_pngs(path: Path, colors: int = 256) -> None:
+    """Re-encode the notebook's PNG figure copies with a palette of ``colors`` (needs Pillow; else
+    leaves them): plots have few colours, and this roughly halves the file."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    import base64
+    import io
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" not in data:
+                continue
+            image = Image.open(io.BytesIO(base64.b64decode(data["image/png"]))).convert("RGB")
+            buf = io.BytesIO()
+            image.quantize(colors).save(buf, format="PNG", optimize=True)
+            if buf.tell() < len(data["image/png"]) * 3 // 4:
+                data["image/png"] = base64.b64encode(buf.getvalue()).decode()
+    nbformat.write(nb, path)
+
+
 def describe_failure(nb_path: Path, err) -> str:
     cell = getattr(err, "exec_count", None)
     index = getattr(err, "cell_index", None)
@@ -121,6 +147,8 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
             finally:
                 if target.exists():
                     strip_widget_state(target)
+                    if static_figures:
+                        shrink_pngs(target)
             recorded = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
             metrics[nb_path.stem] = {**recorded, "_status": status, "_seconds": round(time.perf_counter() - t0, 1)}
             write_json_atomic(out / "metrics.json", {"parameters": params, "notebooks": metrics})
