@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
 
+from .utils import check_positive_int
+
 
 def diag_gaussian(loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1) -> Independent:
     """N(loc, diag(scale^2)) with the last ``event_dims`` dimensions forming one event."""
@@ -23,8 +25,7 @@ class StandardNormal(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int(dim=dim)
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 

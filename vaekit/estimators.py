@@ -24,18 +24,13 @@ from torch import nn
 
 from .inference import PerExampleGaussian, frozen
 from .objectives import elbo
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 class ISEstimate(NamedTuple):
     log_marginal: torch.Tensor  # (B,) log of (1/K) sum_k w_k
     ess: torch.Tensor  # (B,) effective sample size (sum w)^2 / sum w^2, in [1, K]
     k: int  # samples per example
-
-
-def _check_k(name: str, k) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{name} must be a positive int, got {k!r}")
 
 
 def _sample(q, k: int, batch: int) -> torch.Tensor:
@@ -54,7 +49,7 @@ def log_importance_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tens
     ``q=None`` samples from the prior (then log w_k = log p(x | z_k)).
     """
     check_tensor("x", x, floating=True)
-    _check_k("k", k)
+    check_positive_int(k=k)
     prior = model.prior
     q = prior if q is None else q
     z = _sample(q, k, x.shape[0])  # (k, B, ...)
@@ -75,11 +70,11 @@ def importance_sampling(model, x: torch.Tensor, k: int, q=None, chunk_size: int 
     effective sample size. ``q=None``: the prior (prior sampling).
     """
     check_tensor("x", x, floating=True)
-    _check_k("k", k)
+    check_positive_int(k=k)
     batch = x.shape[0]
     if chunk_size is None:
         chunk_size = max(1, min(k, max_elements // max(1, batch * math.prod(x.shape[1:]))))
-    _check_k("chunk_size", chunk_size)
+    check_positive_int(chunk_size=chunk_size)
     lse = lse2 = None
     for start in range(0, k, chunk_size):
         lw = log_importance_weights(model, x, min(chunk_size, k - start), q)  # (c, B)
@@ -125,7 +120,7 @@ def fit_proposal(model, x: torch.Tensor, steps: int = 500, lr: float = 0.05, k: 
     from .train import fit
 
     check_tensor("x", x, floating=True)
-    _check_k("steps", steps)
+    check_positive_int(steps=steps)
     prior = model.prior
     if init is None:
         d = prior.event_shape[0]

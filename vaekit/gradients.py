@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from .utils import check_positive_int
+
 
 def score_function_surrogate(f: torch.Tensor, log_prob: torch.Tensor, baseline=None) -> torch.Tensor:
     """Per-sample REINFORCE surrogate, same shape as ``f`` (``[S, ...]``, samples along dim 0).
@@ -51,14 +53,14 @@ def score_function_surrogate(f: torch.Tensor, log_prob: torch.Tensor, baseline=N
 
 def score_function_estimate(fn: Callable[[torch.Tensor], torch.Tensor], q, n: int, baseline=None) -> torch.Tensor:
     """The ``n``-sample REINFORCE surrogate of E_q[fn(z)]: z ~ q without gradient, ``[*batch]``."""
-    _check_n(n)
+    check_positive_int(n=n)
     z = q.sample((n,))  # (n, *batch, *event), no path to q's parameters
     return score_function_surrogate(fn(z), q.log_prob(z), baseline).mean(0)
 
 
 def pathwise_estimate(fn: Callable[[torch.Tensor], torch.Tensor], q, n: int) -> torch.Tensor:
     """The ``n``-sample reparameterized estimate of E_q[fn(z)]: z = q.rsample(), ``[*batch]``."""
-    _check_n(n)
+    check_positive_int(n=n)
     if not q.has_rsample:
         raise TypeError(f"{type(q).__name__} has no rsample: the pathwise estimator needs a reparameterizable q "
                         "(use the score function estimator for discrete latents)")
@@ -72,7 +74,7 @@ def score_function_elbo(model, x: torch.Tensor, q, k: int = 1, baseline=None) ->
     only the gradient with respect to q's parameters differs (score function instead of pathwise).
     Gradients for the model's parameters are the usual ones through log p(x, z).
     """
-    _check_n(k, "k")
+    check_positive_int(k=k)
     z = q.sample((k,))  # (k, B, d)
     log_q = q.log_prob(z)  # (k, B)
     f = model.decode(z).log_prob(x) + model.prior.log_prob(z) - log_q
@@ -86,7 +88,7 @@ def gradient_estimates(estimate: Callable[[torch.Tensor], torch.Tensor], param: 
     and must return ``[repeats]`` values, the r-th an estimate that depends only on ``theta[r]`` and
     its own random draws. One backward pass then gives every copy's gradient.
     """
-    _check_n(repeats, "repeats")
+    check_positive_int(repeats=repeats)
     theta = param.detach().unsqueeze(0).repeat(repeats, *([1] * param.dim())).requires_grad_(True)
     out = estimate(theta)
     if out.shape != (repeats,):
@@ -136,11 +138,6 @@ class ParameterTrace:
     @property
     def values(self) -> torch.Tensor:
         return torch.stack(self._values)
-
-
-def _check_n(n, name: str = "n") -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name} must be a positive int (number of samples), got {n!r}")
 
 
 __all__ = ["score_function_surrogate", "score_function_estimate", "pathwise_estimate", "score_function_elbo",

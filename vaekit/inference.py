@@ -24,7 +24,7 @@ from .distributions import diag_gaussian
 from .linear_gaussian import LinearGaussian
 from .objectives import elbo
 from .train import History, fit
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 def as_multivariate(q) -> MultivariateNormal:
@@ -75,9 +75,7 @@ class PerExampleGaussian(nn.Module):
 
     def __init__(self, n: int, z_dim: int, loc: torch.Tensor | None = None, log_scale: float = 0.0):
         super().__init__()
-        for name, v in (("n", n), ("z_dim", z_dim)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(n=n, z_dim=z_dim)
         if loc is not None:
             check_tensor("loc", loc, ndim=2, floating=True)
             if tuple(loc.shape) != (n, z_dim):
@@ -145,8 +143,7 @@ def variational_em(vi: PerExampleVI, x: torch.Tensor, rounds: int, e_epochs: int
     Each optimiser keeps its state across rounds. ``evaluate(vi) -> dict`` runs after every round;
     the returned :class:`History` has one record per round with the mean -ELBO of both steps.
     """
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    check_positive_int(rounds=rounds)
     idx = torch.arange(x.shape[0], device=x.device)
     opt_q = torch.optim.Adam(vi.q.parameters(), lr=lr)
     opt_m = torch.optim.Adam(vi.model.parameters(), lr=lr)

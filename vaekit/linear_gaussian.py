@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 class LinearGaussian(nn.Module):
@@ -56,9 +56,7 @@ class LinearGaussian(nn.Module):
         Each latent dimension moves x by about one unit per unit of z, so the posterior narrows
         as ``x_dim`` grows and ``sigma`` shrinks. ``dtype`` defaults to torch's default dtype.
         """
-        for name, v in (("x_dim", x_dim), ("z_dim", z_dim)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(x_dim=x_dim, z_dim=z_dim)
         g = torch.Generator().manual_seed(seed)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         w = torch.randn(x_dim, z_dim, generator=g, dtype=dtype)
@@ -126,8 +124,7 @@ class LinearGaussian(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral sampling: z ~ p(z), then x ~ p(x|z). Returns (x ``[n, D]``, z ``[n, d]``)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int(n=n)
         kw = dict(dtype=self.weight.dtype, device=self.weight.device, generator=generator)
         z = torch.randn(n, self.z_dim, **kw)
         x = z @ self.weight.T + self.bias + self.sigma * torch.randn(n, self.x_dim, **kw)

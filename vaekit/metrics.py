@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .device import module_device
 from .objectives import elbo_terms
 from .train import bf16_autocast_available
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 LN2 = math.log(2.0)
 
@@ -22,8 +22,7 @@ def log_mean_exp(a: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def _batches(x: torch.Tensor, batch_size: int):
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size=batch_size)
     for i in range(0, x.shape[0], batch_size):
         yield x[i:i + batch_size]
 
@@ -76,8 +75,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
         has them); estimates move by hundredths of a nat (``tests/test_speed_paths.py``).
     """
     check_tensor("x", x, floating=True)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_positive_int(k=k)
     device = module_device(model)
     per_sample = math.prod(x.shape[1:])
     max_elements = chunk_elements(device) if max_elements is None else max_elements

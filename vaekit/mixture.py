@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 def _tril_to_raw(scale_tril: torch.Tensor) -> torch.Tensor:
@@ -149,8 +149,7 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral sampling: z ~ p(z), then x ~ p(x | z). Returns (x ``[n, D]``, z ``[n]``)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int(n=n)
         z = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
         eps = torch.randn(n, self.dim, 1, dtype=self.means.dtype, device=self.means.device, generator=generator)
         x = self.means[z] + (self.scale_tril[z] @ eps).squeeze(-1)  # (n, D)
@@ -215,8 +214,7 @@ def fit_em(model: GaussianMixture, x: torch.Tensor, iterations: int = 200, tol: 
     Returns the average log p(x) after every iteration (never decreasing: EM's guarantee).
     """
     check_tensor("x", x, ndim=2, floating=True)
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    check_positive_int(iterations=iterations)
     trace = []
     for _ in range(iterations):
         em_step(model, x, reg)

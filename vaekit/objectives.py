@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch.distributions import kl_divergence
 
+from .utils import check_positive_int
+
 
 class ELBOTerms(NamedTuple):
     elbo: torch.Tensor  # (B,) reconstruction - beta * kl
@@ -33,16 +35,11 @@ def _check_x(x) -> None:
         raise TypeError(f"x must be a floating-point torch.Tensor batch, got {getattr(x, 'dtype', type(x).__name__)}")
 
 
-def _check_k(k) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int (samples per example), got {k!r}")
-
-
 def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
                free_bits: float = 0.0, q=None) -> ELBOTerms:
     """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
     _check_x(x)
-    _check_k(k)
+    check_positive_int(k=k)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     if free_bits < 0:
@@ -85,7 +82,7 @@ def elbo(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: flo
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for ``k`` reparameterized z_i ~ q(z|x): shape ``[k, B]``."""
     _check_x(x)
-    _check_k(k)
+    check_positive_int(k=k)
     q = model.encode(x) if q is None else q
     if tuple(q.batch_shape) != (x.shape[0],):  # a shared q would pair sample i with example i
         raise ValueError(f"q must have batch shape [B] = [{x.shape[0]}] (one distribution per example), "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import module_device
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -93,9 +93,7 @@ class PixelCNN(nn.Module):
     def __init__(self, num_codes: int, grid: tuple[int, int] = (7, 7), channels: int = 32, layers: int = 6,
                  kernel_size: int = 3, device=None):
         super().__init__()
-        for name, v in (("num_codes", num_codes), ("channels", channels), ("layers", layers)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(num_codes=num_codes, channels=channels, layers=layers)
         if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd int >= 3, got {kernel_size!r}")
         if len(grid) != 2 or min(grid) < 1:
@@ -135,8 +133,7 @@ class PixelCNN(nn.Module):
     def sample(self, n: int, grid: tuple[int, int] | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` code grids ``[n, H, W]`` drawn position by position in raster order."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int(n=n)
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         h, w = self.grid if grid is None else grid

@@ -16,14 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .objectives import iwae_bound
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 Objective = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
-
-
-def _check_positive(name: str, v) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 def gradient_samples(model: torch.nn.Module, x: torch.Tensor, k: int, repeats: int,
@@ -35,8 +30,8 @@ def gradient_samples(model: torch.nn.Module, x: torch.Tensor, k: int, repeats: i
     coordinates returned, flattened in order. The model's own gradients are left untouched.
     """
     check_tensor("x", x, floating=True)
-    _check_positive("k", k)
-    _check_positive("repeats", repeats)
+    check_positive_int(k=k)
+    check_positive_int(repeats=repeats)
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("params must contain at least one tensor that requires grad")

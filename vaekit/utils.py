@@ -26,6 +26,13 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+def check_positive_int(**values) -> None:
+    """Raise a ValueError naming the first argument that is not a positive int (bools are not ints here)."""
+    for name, v in values.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
 def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, floating: bool = False,
                  min_value: float | None = None, max_value: float | None = None) -> torch.Tensor:
     """Raise a clear error naming ``name`` when ``x`` is not a tensor of the expected kind."""

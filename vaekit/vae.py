@@ -9,6 +9,7 @@ from torch import nn
 from .device import module_device
 from .distributions import StandardNormal
 from .nets import Decoder, GaussianEncoder
+from .utils import check_positive_int
 
 
 class VAE(nn.Module):
@@ -42,8 +43,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """``n`` new images ``[n, *x_shape]``: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z)."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int(n=n)
         px = self.decode(self.prior.sample((n,)))
         return px.mean if mean else px.sample()
 

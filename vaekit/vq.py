@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 
 
 def _nearest(flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -70,10 +70,7 @@ class VectorQuantizer(nn.Module):
                  decay: float = 0.99, eps: float = 1e-5, restart: bool = True, dead_after: int = 20,
                  kmeans_init: bool = False, kmeans_iters: int = 10, device=None, dtype=None):
         super().__init__()
-        for name, v in (("num_codes", num_codes), ("code_dim", code_dim), ("dead_after", dead_after),
-                        ("kmeans_iters", kmeans_iters)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(num_codes=num_codes, code_dim=code_dim, dead_after=dead_after, kmeans_iters=kmeans_iters)
         if not beta >= 0:
             raise ValueError(f"beta must be non-negative, got {beta!r}")
         if not 0 <= decay < 1:

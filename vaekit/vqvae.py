@@ -20,7 +20,7 @@ from . import metrics
 from .device import module_device
 from .distributions import bernoulli
 from .nets import conv_trunk, deconv_trunk
-from .utils import check_tensor
+from .utils import check_positive_int, check_tensor
 from .vq import VectorQuantizer, VQOutput
 
 
@@ -125,8 +125,7 @@ class CodebookMonitor:
     """
 
     def __init__(self, x: torch.Tensor, every: int = 10):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        check_positive_int(every=every)
         self.x, self.every = x, every
         self.steps: list[int] = []
         self.perplexity: list[float] = []
