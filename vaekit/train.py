@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import as_device, module_device
+from .utils import check_positive_int
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
 
@@ -159,10 +160,8 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     """
     if epochs is None and steps is None:
         raise ValueError("give epochs or steps (or both)")
-    for name, v in (("epochs", epochs), ("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
-                    ("check_every", check_every)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    counts = dict(epochs=epochs, steps=steps, batch_size=batch_size, eval_every=eval_every, check_every=check_every)
+    check_positive_int(**{name: v for name, v in counts.items() if v is not None})
     tensors = _check_data(data)
     if device is None:
         md = module_device(model)
@@ -223,7 +222,7 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
             perm = torch.randperm(n, generator=rng).to(device)
             sums: dict[str, torch.Tensor] = {}
             losses = torch.empty(steps_per_epoch, device=device)
-            done = 0
+            done = checked = 0
             for i in range(steps_per_epoch):
                 idx = perm[i * batch_size:(i + 1) * batch_size]
                 logs = step_fn(tuple(t.index_select(0, idx) for t in tensors))
@@ -236,7 +235,8 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
                     if hasattr(cb, "on_step"):
                         cb.on_step(state)
                 if done % check_every == 0 or i == steps_per_epoch - 1:
-                    last_finite = _check_finite(losses[:done], state.step - done, last_finite)
+                    last_finite = _check_finite(losses[checked:done], state.step - done + checked, last_finite)
+                    checked = done
                     bar.n = min(state.step, bar.total)
                     bar.set_postfix(loss=f"{last_finite:.4g}", refresh=False)
                     bar.refresh()
