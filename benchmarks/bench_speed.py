@@ -15,15 +15,19 @@ Each is also compared with its *matmul floor*: the floating-point work of the ma
 the computation cannot avoid (forward and backward of every linear layer for fit; the encoder and
 decoder products for the NLL), divided by the rate ``torch.mm`` reaches on this machine at those
 exact shapes (for the NLL, at the fastest of several numbers of samples per product); the floor is
-timed alternating with the contenders, under the same conditions. Times are the best of the
+timed alternating with the contenders, under the same conditions. With ``--bf16`` the same
+products are also timed in bfloat16 (``floor[bf16]``). For fit, ``floor+adam+binarize`` adds to
+the products, done on the model's own weights, the two other things every step with these
+settings does: one Adam update and one binarization of a batch. It leaves out all elementwise
+work, autograd and data handling, so a real float32 loop is slower than it. Times are the best of the
 repetitions (the median and the process CPU time are printed too); ``--clock cpu`` bases the
 final ratios on the process CPU time instead, steadier when other work shares the machine.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_speed.py            # both, full size
-    OMP_NUM_THREADS=1 python benchmarks/bench_speed.py fit --quick # a fast sanity run
-    python benchmarks/bench_speed.py nll --compile --bf16          # also the optional fast paths
+    python benchmarks/bench_speed.py --compile --bf16   # both, full size, every variant (~7 min on 2 cores)
+    python benchmarks/bench_speed.py fit --quick        # a fast sanity run
+    OMP_NUM_THREADS=1 python benchmarks/bench_speed.py  # on one core
 
 The last lines are the ratios, one per line, e.g. ``fit/canonical ratio 0.42``.
 """
@@ -41,7 +45,7 @@ from torch import nn
 import vaekit
 from vaekit import metrics
 from vaekit.data import binarize, binarize_static, embedded_digits
-from vaekit.train import fit, make_optimizer
+from vaekit.train import bf16_autocast_available, fit, make_optimizer
 
 from canonical_vae import CanonicalVAE, canonical_loss
 
@@ -69,24 +73,26 @@ def alternate(contenders: dict, reps: int, device: torch.device) -> dict[str, li
     return times
 
 
-def gemm_pass(shapes: list[tuple[int, int, int, str]], device: torch.device):
+def gemm_pass(shapes: list[tuple[int, int, int, str]], device: torch.device, dtype: torch.dtype = torch.float32):
     """A function doing one ``torch.mm`` at each of ``shapes``: (m, k, n, layout) for an (m, k) @ (k, n)
     product; layout "nt" multiplies by a transposed weight, "tn" a transposed activation (as autograd does)."""
     ops = []
     for m, k, n, layout in shapes:
+        def rand(*size):
+            return torch.randn(*size, device=device, dtype=dtype)
         if layout == "nt":
-            a, b = torch.randn(m, k, device=device), torch.randn(n, k, device=device).t()
+            a, b = rand(m, k), rand(n, k).t()
         elif layout == "tn":
-            a, b = torch.randn(k, m, device=device).t(), torch.randn(k, n, device=device)
+            a, b = rand(k, m).t(), rand(k, n)
         else:
-            a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+            a, b = rand(m, k), rand(k, n)
         ops.append((a, b))
     return lambda: [torch.mm(a, b) for a, b in ops]
 
 
-def gemm_seconds(shapes, device: torch.device, rounds: int) -> float:
+def gemm_seconds(shapes, device: torch.device, rounds: int, dtype: torch.dtype = torch.float32) -> float:
     """Best time of one pass over ``shapes`` (see :func:`gemm_pass`)."""
-    run = gemm_pass(shapes, device)
+    run = gemm_pass(shapes, device, dtype)
     return min(timed(run, device)[0] for _ in range(rounds))
 
 
@@ -101,11 +107,15 @@ def flops(shapes) -> int:
     return sum(2 * m * k * n for m, k, n, _ in shapes)
 
 
+BF16_FLOOR = "matmul floor[bf16]"
+LOWER_BOUND = "floor+adam+binarize"
+
+
 def report(times: dict[str, list[tuple[float, float]]], baseline: str, variants: list[str], clock: str) -> list[str]:
     """Print best and median times; return the ratio lines of the best times on ``clock`` ("wall" or "cpu")."""
     for name, runs in times.items():
         wall, cpu = [w for w, _ in runs], [c for _, c in runs]
-        print(f"  {name:26s} best {min(wall):8.3f} s   median {statistics.median(wall):8.3f} s   "
+        print(f"  {name:30s} best {min(wall):8.3f} s   median {statistics.median(wall):8.3f} s   "
               f"process CPU {min(cpu):8.3f} s")
 
     def ratios(which):
@@ -114,7 +124,12 @@ def report(times: dict[str, list[tuple[float, float]]], baseline: str, variants:
         floor = best["matmul floor"]
         lines = [f"{name}/{baseline} ratio {best[name] / best[baseline]:.2f}" for name in variants]
         lines.append(f"{baseline}/floor ratio {best[baseline] / floor:.2f}")
-        return lines + [f"{name}/floor ratio {best[name] / floor:.2f}" for name in variants]
+        lines += [f"{name}/floor ratio {best[name] / floor:.2f}" for name in variants]
+        if BF16_FLOOR in best:  # the bf16 variants against the products done in bfloat16
+            lines += [f"{name}/floor[bf16] ratio {best[name] / best[BF16_FLOOR]:.2f}" for name in variants if "bf16" in name]
+        if LOWER_BOUND in best:
+            lines.append(f"{LOWER_BOUND}/{baseline} ratio {best[LOWER_BOUND] / best[baseline]:.2f}")
+        return lines
 
     other = "wall" if clock == "cpu" else "cpu"
     print(f"  (ratios in {'wall-clock' if other == 'wall' else 'process CPU'} time: "
@@ -125,6 +140,30 @@ def report(times: dict[str, list[tuple[float, float]]], baseline: str, variants:
 # --------------------------------------------------------------------------------------------
 # fit: the canonical example loop
 # --------------------------------------------------------------------------------------------
+
+def lower_bound_step(batch: torch.Tensor, device: torch.device):
+    """One step of what every float32 loop with these settings does: the layers' products on the
+    model's own weights (weight gradients written into its .grad), one binarization of a batch and
+    one Adam update, back to back. No elementwise work, no autograd, no data gathering, and the
+    same activations every step."""
+    model = vaekit.VAE.mlp(latent_dim=20, hidden=(400,)).to(device)
+    opt = make_optimizer(model.parameters(), "adam", lr=1e-3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    acts = [(torch.randn(128, lin.in_features, device=device), torch.randn(128, lin.out_features, device=device))
+            for lin in layers]
+
+    def step():
+        for i, (lin, (a, g)) in enumerate(zip(layers, acts)):
+            torch.mm(a, lin.weight.t())  # forward
+            torch.mm(g.t(), a, out=lin.weight.grad)  # weight gradient
+            if i > 0:
+                torch.mm(g, lin.weight)  # input gradient
+        binarize(batch)
+        opt.step()
+    return step
+
 
 def canonical_epoch(model, optimizer, train_loader, device):
     model.train()
@@ -190,11 +229,15 @@ def bench_fit(args, device) -> list[str]:
             step.append((128, b, a, "nn"))
     steps = n // 128
     contenders["matmul floor"] = repeat(gemm_pass(step, device), steps)  # the epoch's products, nothing else
+    if args.bf16:  # the same products in bfloat16: what the bf16 variants could reach at best
+        contenders[BF16_FLOOR] = repeat(gemm_pass(step, device, torch.bfloat16), steps)
+    contenders[LOWER_BOUND] = repeat(lower_bound_step(x_dev[:128], device), steps)
     times = alternate(contenders, args.reps, device)
     print(f"seconds per epoch, {args.reps} alternating repetitions:")
     lines = report(times, "canonical", list(variants), args.clock)
-    print(f"  (matmul floor: {flops(step) * steps / 1e9:.1f} GFLOP per epoch, {steps} steps of torch.mm at the "
-          f"layers' shapes, {flops(step) * steps / min(w for w, _ in times['matmul floor']) / 1e9:.0f} GFLOP/s)")
+    for floor in ("matmul floor", BF16_FLOOR)[:1 + args.bf16]:
+        print(f"  ({floor}: {flops(step) * steps / 1e9:.1f} GFLOP per epoch, {steps} steps of torch.mm at the "
+              f"layers' shapes, {flops(step) * steps / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)")
     return lines
 
 
@@ -247,7 +290,9 @@ def bench_nll(args, device) -> list[str]:
                   "log_likelihood": keep("log_likelihood", nll)}
     variants = ["log_likelihood"]
     for flag, name, kwargs in ((args.compile, "log_likelihood[compile]", {"compile": True}),
-                               (args.bf16, "log_likelihood[bf16]", {"autocast": True})):
+                               (args.bf16, "log_likelihood[bf16]", {"autocast": True}),
+                               (args.compile and args.bf16, "log_likelihood[compile+bf16]",
+                                {"compile": True, "autocast": True})):
         if flag:
             variants.append(name)
             contenders[name] = keep(name, lambda kwargs=kwargs: nll(**kwargs))
@@ -266,15 +311,20 @@ def bench_nll(args, device) -> list[str]:
     passes = math.ceil(n * k / rows)
     enc_pass, dec_pass = gemm_pass(enc, device), gemm_pass(dec(rows), device)
     contenders["matmul floor"] = lambda: (enc_pass(), repeat(dec_pass, passes)())
+    if args.bf16:  # the decoder's products in bfloat16, as under autocast
+        dec_bf16 = gemm_pass(dec(rows), device, torch.bfloat16)
+        contenders[BF16_FLOOR] = lambda: (enc_pass(), repeat(dec_bf16, passes)())
     total_flops = flops(enc) + flops(dec(n * k))
     times = alternate(contenders, args.reps, device)
     scale = n * k / (passes * rows)  # the floor's products covered passes * rows >= n * k samples
-    times["matmul floor"] = [(w * scale, cpu * scale) for w, cpu in times["matmul floor"]]
+    floors = ("matmul floor", BF16_FLOOR)[:1 + args.bf16]
+    for floor in floors:
+        times[floor] = [(w * scale, cpu * scale) for w, cpu in times[floor]]
     print(f"seconds for the {n} digits, {args.reps} alternating repetitions:")
     lines = report(times, "straightforward", variants, args.clock)
-    floor = min(w for w, _ in times["matmul floor"])
-    print(f"  (matmul floor: {total_flops / 1e9:.0f} GFLOP, torch.mm on {rows} samples per product, the fastest of "
-          f"{sorted(probe)}: {total_flops / floor / 1e9:.0f} GFLOP/s)")
+    for floor in floors:
+        print(f"  ({floor}: {total_flops / 1e9:.0f} GFLOP, torch.mm on {rows} samples per product, the fastest of "
+              f"{sorted(probe)} in float32: {total_flops / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)")
     print("mean NLL (nats): " + ", ".join(f"{name} {v:.3f}" for name, v in results.items()))
     return lines
 
@@ -295,6 +345,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=UserWarning)
     print(f"torch {torch.__version__}; device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    if args.bf16 and not bf16_autocast_available(device):
+        print(f"note: {device} has no fast bfloat16 products, so the [bf16] variants run in float32")
     lines = []
     if args.what in ("fit", "all"):
         args_fit = argparse.Namespace(**{**vars(args), "reps": args.reps or 3})
