@@ -19,13 +19,13 @@ timed alternating with the contenders, under the same conditions. With ``--bf16`
 products are also timed in bfloat16 (``floor[bf16]``). For fit, ``floor+adam+binarize`` adds to
 the products, done on the model's own weights, the two other things every step with these
 settings does: one Adam update and one binarization of a batch. It leaves out all elementwise
-work, autograd and data handling, so a real float32 loop is slower than it. Times are the best of the
+work, autograd and data handling: a real float32 loop does all of it and more. Times are the best of the
 repetitions (the median and the process CPU time are printed too); ``--clock cpu`` bases the
 final ratios on the process CPU time instead, steadier when other work shares the machine.
 
 Usage::
 
-    python benchmarks/bench_speed.py --compile --bf16   # both, full size, every variant (~7 min on 2 cores)
+    python benchmarks/bench_speed.py --compile --bf16   # both, full size, every variant (~9 min on 2 cores)
     python benchmarks/bench_speed.py fit --quick        # a fast sanity run
     OMP_NUM_THREADS=1 python benchmarks/bench_speed.py  # on one core
 
@@ -90,9 +90,9 @@ def gemm_pass(shapes: list[tuple[int, int, int, str]], device: torch.device, dty
     return lambda: [torch.mm(a, b) for a, b in ops]
 
 
-def gemm_seconds(shapes, device: torch.device, rounds: int, dtype: torch.dtype = torch.float32) -> float:
+def gemm_seconds(shapes, device: torch.device, rounds: int) -> float:
     """Best time of one pass over ``shapes`` (see :func:`gemm_pass`)."""
-    run = gemm_pass(shapes, device, dtype)
+    run = gemm_pass(shapes, device)
     return min(timed(run, device)[0] for _ in range(rounds))
 
 
