@@ -19,6 +19,17 @@ def toy_points():
     return torch.tensor([[-2.0, 0.0], [1.0, 1.0], [0.0, 5.0]], dtype=torch.float64)
 
 
+def linear_model(x_dim, z_dim, sigma, seed, n):
+    """A fixed float64 linear Gaussian model and ``n`` points drawn from it."""
+    model = LinearGaussian.random(x_dim, z_dim, sigma=sigma, seed=seed, learnable=False).double()
+    return model, model.sample(n, torch.Generator().manual_seed(seed - 1))[0]
+
+
+def model_and_points(which, *linear):
+    """The toy mixture and its points, or :func:`linear_model` with ``linear`` as its arguments."""
+    return (toy_mixture(), toy_points()) if which == "mixture" else linear_model(*linear)
+
+
 def repeated(x, reps):
     """Each example ``reps`` times, so one call gives ``reps`` independent estimates per example."""
     return x.repeat(reps, 1)
@@ -27,11 +38,7 @@ def repeated(x, reps):
 @pytest.mark.parametrize("which", ["mixture", "linear"])
 def test_prior_sampling_is_unbiased_for_p_not_for_log_p(which):
     torch.manual_seed(0)
-    if which == "mixture":
-        model, x = toy_mixture(), toy_points()
-    else:
-        model = LinearGaussian.random(4, 2, sigma=0.6, seed=1, learnable=False).double()
-        x = model.sample(3, torch.Generator().manual_seed(0))[0]
+    model, x = model_and_points(which, 4, 2, 0.6, 1, 3)
     with torch.no_grad():
         exact = model.log_marginal(x)  # (B,)
     reps, k = 4000, 10
@@ -50,8 +57,7 @@ def test_prior_sampling_is_unbiased_for_p_not_for_log_p(which):
 
 def test_estimate_converges_to_the_exact_value():
     torch.manual_seed(1)
-    model = LinearGaussian.random(5, 2, sigma=0.7, seed=2, learnable=False).double()
-    x = model.sample(4, torch.Generator().manual_seed(1))[0]
+    model, x = linear_model(5, 2, 0.7, 2, 4)
     exact = model.log_marginal(x)
     broad = diag_gaussian(torch.zeros(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64))
     for q in (None, broad):
@@ -64,11 +70,7 @@ def test_estimate_converges_to_the_exact_value():
 @pytest.mark.parametrize("which", ["mixture", "linear"])
 def test_exact_posterior_gives_zero_variance(which):
     torch.manual_seed(2)
-    if which == "mixture":
-        model, x = toy_mixture(), toy_points()
-    else:
-        model = LinearGaussian.random(6, 3, sigma=0.5, seed=3, learnable=False).double()
-        x = model.sample(5, torch.Generator().manual_seed(2))[0]
+    model, x = model_and_points(which, 6, 3, 0.5, 3, 5)
     with torch.no_grad():
         exact, post = model.log_marginal(x), model.posterior(x)
         lw = est.log_importance_weights(model, x, 50, q=post)  # (50, B)
