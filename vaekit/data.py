@@ -13,9 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -24,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .utils import atomic_write
 
 ENV_ROOT = "VAEKIT_DATA"
 MIRRORS = (
@@ -92,18 +92,16 @@ def md5sum(path: str | os.PathLike) -> str:
 
 def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
     """Fetch ``url`` into ``dest`` through a temporary file; keep it only if its MD5 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            shutil.copyfileobj(r, f)
-        got = md5sum(tmp)
+    h = hashlib.md5()
+    with atomic_write(dest, "wb", suffix=".part") as f:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            for block in iter(lambda: r.read(1 << 20), b""):
+                h.update(block)
+                f.write(block)
+        got = h.hexdigest()
         if got != md5:
             raise DownloadError(f"{url}: checksum mismatch (MD5 {got}, expected {md5})")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return dest
 
 
 _unreachable: set[str] = set()  # mirrors that failed to connect in this process: not asked again
@@ -244,11 +242,8 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     images, labels = table[:, :-1], table[:, -1]
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(cached, "wb", suffix=".npz") as f:
             np.savez_compressed(f, images=images, labels=labels)
-        os.replace(tmp, cached)
     except OSError:
         pass  # a read-only cache only costs the parse next time
     return images, labels

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
+
+from .utils import atomic_write
 
 ENV_VAR = "VAEKIT_METRICS"
 _memory: dict[str, float] = {}
@@ -30,16 +31,8 @@ def _to_number(name: str, value) -> float | int | bool:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Write JSON to ``path`` through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
 
 
 def record(name: str, value) -> float | int | bool:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import as_device, module_device
-from .utils import check_positive_int
+from .utils import atomic_write, check_positive_int
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
 
@@ -107,12 +107,11 @@ def bf16_autocast_available(device: torch.device) -> bool:
 
 
 def _save_checkpoint(path: Path, state: TrainState, rng: torch.Generator) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-                "step": state.step, "epoch": state.epoch, "history": state.history.records,
-                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save leaves the previous checkpoint intact
+    with atomic_write(path) as f:  # an interrupted save leaves the previous checkpoint intact
+        torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+                    "step": state.step, "epoch": state.epoch, "history": state.history.records,
+                    "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, f)
 
 
 def _check_data(data) -> tuple[torch.Tensor, ...]:

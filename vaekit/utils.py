@@ -1,8 +1,11 @@
-"""Small shared helpers: seeding, thread counts, argument checks."""
+"""Small shared helpers: seeding, thread counts, argument checks, atomic file writes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,3 +57,18 @@ def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, flo
 def smoke_requested(smoke: bool = False) -> bool:
     """True when a notebook's ``smoke`` parameter is set or ``$VAEKIT_SMOKE`` asks for it (as under nbval)."""
     return bool(smoke) or os.environ.get("VAEKIT_SMOKE", "").lower() not in ("", "0", "false", "no")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str = ".tmp"):
+    """Write ``path`` through a temporary file beside it: on success the file replaces ``path`` in
+    one rename, on any error (or interruption) it is removed, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=suffix)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
