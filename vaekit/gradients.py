@@ -130,14 +130,15 @@ class ParameterTrace:
 
     def __init__(self, param: torch.Tensor):
         self.param = param
-        self._values = [param.detach().cpu().clone()]
+        self._values = [param.detach().clone()]  # kept on the device: no host sync per step
 
     def on_step(self, state) -> None:
-        self._values.append(self.param.detach().cpu().clone())
+        self._values.append(self.param.detach().clone())
 
     @property
     def values(self) -> torch.Tensor:
-        return torch.stack(self._values)
+        """On the CPU."""
+        return torch.stack(self._values).cpu()
 
 
 __all__ = ["score_function_surrogate", "score_function_estimate", "pathwise_estimate", "score_function_elbo",

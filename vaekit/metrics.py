@@ -146,11 +146,15 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
     return torch.bincount(indices.reshape(-1).long(), minlength=num_codes)[:num_codes]
 
 
+def perplexity_of_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the distribution proportional to ``counts`` ``[K]``, as a tensor on their device."""
+    p = counts / counts.sum()
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())
+
+
 def codebook_perplexity(indices: torch.Tensor, num_codes: int) -> float:
     """exp(entropy of code usage): 1 if one code is used, ``num_codes`` if all are used equally."""
-    p = codebook_usage(indices, num_codes).double()
-    p = p / p.sum()
-    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum()))
+    return float(perplexity_of_counts(codebook_usage(indices, num_codes).double()))
 
 
 def dead_code_fraction(indices: torch.Tensor, num_codes: int) -> float:

@@ -234,6 +234,6 @@ def match_components(model: GaussianMixture, means: torch.Tensor) -> list[int]:
         raise ValueError(f"means must be [{k}, {model.dim}], got {list(means.shape)}")
     if k > 8:
         raise ValueError(f"match_components tries all K! permutations; K = {k} is too many (at most 8)")
-    cost = torch.cdist(means, model.means.detach()) ** 2  # (K, K): reference i vs model j
-    best = min(itertools.permutations(range(k)), key=lambda p: float(sum(cost[i, j] for i, j in enumerate(p))))
+    cost = (torch.cdist(means, model.means.detach()) ** 2).tolist()  # (K, K): reference i vs model j
+    best = min(itertools.permutations(range(k)), key=lambda p: sum(cost[i][j] for i, j in enumerate(p)))
     return list(best)

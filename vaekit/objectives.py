@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import kl_divergence
 
-from .utils import check_positive_int
+from .utils import check_positive_int, check_tensor
 
 
 class ELBOTerms(NamedTuple):
@@ -30,15 +30,10 @@ def closed_form_kl(q, p) -> torch.Tensor | None:
         return None
 
 
-def _check_x(x) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch.Tensor batch, got {getattr(x, 'dtype', type(x).__name__)}")
-
-
 def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
                free_bits: float = 0.0, q=None) -> ELBOTerms:
     """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
-    _check_x(x)
+    check_tensor("x", x, floating=True)
     check_positive_int(k=k)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
@@ -81,7 +76,7 @@ def elbo(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: flo
 
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for ``k`` reparameterized z_i ~ q(z|x): shape ``[k, B]``."""
-    _check_x(x)
+    check_tensor("x", x, floating=True)
     check_positive_int(k=k)
     q = model.encode(x) if q is None else q
     if tuple(q.batch_shape) != (x.shape[0],):  # a shared q would pair sample i with example i

@@ -118,6 +118,9 @@ class PixelCNN(nn.Module):
     def logits(self, indices: torch.Tensor) -> torch.Tensor:
         """Logits of p(z_ij | z_<ij) for every position: ``[B, H, W]`` -> ``[B, K, H, W]``."""
         self._check(indices)
+        return self._logits(indices)
+
+    def _logits(self, indices: torch.Tensor) -> torch.Tensor:  # unchecked: for codes made here
         x = self.embed(indices.long()).permute(0, 3, 1, 2)  # (B, C, H, W)
         v = h = x
         for layer in self.layers:
@@ -143,7 +146,7 @@ class PixelCNN(nn.Module):
         try:
             for i in range(h):
                 for j in range(w):
-                    probs = torch.softmax(self.logits(z)[:, :, i, j] / temperature, dim=1)  # (n, K)
+                    probs = torch.softmax(self._logits(z)[:, :, i, j] / temperature, dim=1)  # (n, K)
                     z[:, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         finally:
             self.train(was_training)

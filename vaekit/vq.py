@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import perplexity_of_counts
 from .utils import check_positive_int, check_tensor
 
 
@@ -136,8 +137,7 @@ class VectorQuantizer(nn.Module):
                 if self.ema:
                     self._ema_update(flat.detach(), onehot, counts)
                 self._track_and_restart(flat.detach(), counts)
-        p = counts / counts.sum()
-        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
+        perplexity = perplexity_of_counts(counts)
         return VQOutput(quantized, idx.view(b, h, w), codebook_loss, commitment_loss, loss, perplexity)
 
     # --- codebook learning --------------------------------------------------------------------

@@ -133,11 +133,11 @@ class CodebookMonitor:
         self.usage: list[torch.Tensor] = []
 
     def measure(self, model: VQVAE, step: int) -> None:
-        idx, k = model.codes(self.x), model.num_codes
+        usage = metrics.codebook_usage(model.codes(self.x), model.num_codes).cpu()  # one transfer
         self.steps.append(step)
-        self.perplexity.append(metrics.codebook_perplexity(idx, k))
-        self.dead_fraction.append(metrics.dead_code_fraction(idx, k))
-        self.usage.append(metrics.codebook_usage(idx, k).cpu())
+        self.perplexity.append(float(metrics.perplexity_of_counts(usage.double())))
+        self.dead_fraction.append(float((usage == 0).double().mean()))
+        self.usage.append(usage)
 
     def on_step(self, state) -> None:
         if state.step % self.every == 0:
