@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vaekit import VAE, data
+from vaekit.objectives import iwae_bound
 from vaekit import estimators as est
 from vaekit.distributions import diag_gaussian
 from vaekit.linear_gaussian import LinearGaussian
@@ -19,15 +20,15 @@ def toy_points():
     return torch.tensor([[-2.0, 0.0], [1.0, 1.0], [0.0, 5.0]], dtype=torch.float64)
 
 
-def linear_model(x_dim, z_dim, sigma, seed, n):
-    """A fixed float64 linear Gaussian model and ``n`` points drawn from it."""
+def linear_model(x_dim, z_dim, sigma, seed, n, data_seed):
+    """A fixed float64 linear Gaussian model and ``n`` points drawn from it with ``data_seed``."""
     model = LinearGaussian.random(x_dim, z_dim, sigma=sigma, seed=seed, learnable=False).double()
-    return model, model.sample(n, torch.Generator().manual_seed(seed - 1))[0]
+    return model, model.sample(n, torch.Generator().manual_seed(data_seed))[0]
 
 
-def model_and_points(which, *linear):
-    """The toy mixture and its points, or :func:`linear_model` with ``linear`` as its arguments."""
-    return (toy_mixture(), toy_points()) if which == "mixture" else linear_model(*linear)
+def model_and_points(which, **linear):
+    """The toy mixture and its points, or :func:`linear_model` called with ``linear``."""
+    return (toy_mixture(), toy_points()) if which == "mixture" else linear_model(**linear)
 
 
 def repeated(x, reps):
@@ -38,7 +39,7 @@ def repeated(x, reps):
 @pytest.mark.parametrize("which", ["mixture", "linear"])
 def test_prior_sampling_is_unbiased_for_p_not_for_log_p(which):
     torch.manual_seed(0)
-    model, x = model_and_points(which, 4, 2, 0.6, 1, 3)
+    model, x = model_and_points(which, x_dim=4, z_dim=2, sigma=0.6, seed=1, n=3, data_seed=0)
     with torch.no_grad():
         exact = model.log_marginal(x)  # (B,)
     reps, k = 4000, 10
@@ -57,7 +58,7 @@ def test_prior_sampling_is_unbiased_for_p_not_for_log_p(which):
 
 def test_estimate_converges_to_the_exact_value():
     torch.manual_seed(1)
-    model, x = linear_model(5, 2, 0.7, 2, 4)
+    model, x = linear_model(5, 2, sigma=0.7, seed=2, n=4, data_seed=1)
     exact = model.log_marginal(x)
     broad = diag_gaussian(torch.zeros(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64))
     for q in (None, broad):
@@ -70,7 +71,7 @@ def test_estimate_converges_to_the_exact_value():
 @pytest.mark.parametrize("which", ["mixture", "linear"])
 def test_exact_posterior_gives_zero_variance(which):
     torch.manual_seed(2)
-    model, x = model_and_points(which, 6, 3, 0.5, 3, 5)
+    model, x = model_and_points(which, x_dim=6, z_dim=3, sigma=0.5, seed=3, n=5, data_seed=2)
     with torch.no_grad():
         exact, post = model.log_marginal(x), model.posterior(x)
         lw = est.log_importance_weights(model, x, 50, q=post)  # (50, B)
@@ -81,8 +82,7 @@ def test_exact_posterior_gives_zero_variance(which):
 
 
 def test_chunks_combine_exactly():
-    model = LinearGaussian.random(3, 2, seed=4, learnable=False).double()
-    x = model.sample(6, torch.Generator().manual_seed(3))[0]
+    model, x = linear_model(3, 2, sigma=0.5, seed=4, n=6, data_seed=3)
     q = diag_gaussian(torch.zeros(6, 2, dtype=torch.float64), torch.full((6, 2), 1.5, dtype=torch.float64))
     torch.manual_seed(5)
     e = est.importance_sampling(model, x, 50, q=q, chunk_size=20)
@@ -154,7 +154,12 @@ def test_works_with_a_vae_and_rejects_bad_input():
     x = torch.rand(3, 1, 4, 4).round()
     with torch.no_grad():
         e = est.importance_sampling(vae, x, 100, q=vae.encode(x), chunk_size=30)
+        torch.manual_seed(10)
+        whole = est.importance_sampling(vae, x, 100, q=vae.encode(x))
+        torch.manual_seed(10)
+        iwae = iwae_bound(vae, x, 100, q=vae.encode(x))
     assert e.log_marginal.shape == (3,) and bool(torch.isfinite(e.log_marginal).all())
+    torch.testing.assert_close(whole.log_marginal, iwae)  # the same estimator as L_100 on the same draws
     model = LinearGaussian.random(3, 2)
     with pytest.raises(ValueError, match="k must be"):
         est.prior_sampling(model, torch.zeros(2, 3), 0)

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
 
 import vaekit
 from vaekit import metrics
+from vaekit.inference import Amortized
 from vaekit.linear_gaussian import LinearGaussian
 from vaekit.train import bf16_autocast_available, fit
 
@@ -60,24 +60,6 @@ def test_chunked_log_likelihood_equals_unchunked_on_the_same_samples(trained_vae
     assert (ref < 0).all() and (ref > -400).all()
 
 
-class ExactPosterior(nn.Module):
-    """The linear Gaussian model with its exact posterior as the proposal."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def encode(self, x):
-        return self.model.posterior(x)
-
-    def decode(self, z):
-        return self.model.decode(z)
-
-    @property
-    def prior(self):
-        return self.model.prior
-
-
 @torch.no_grad()
 def test_log_likelihood_is_exact_with_the_exact_posterior():
     # Every importance weight equals p(x), so any k and any chunking give log p(x) exactly:
@@ -86,7 +68,7 @@ def test_log_likelihood_is_exact_with_the_exact_posterior():
     x, _ = lg.sample(10, generator=torch.Generator().manual_seed(2))
     exact = lg.log_marginal(x)
     for k, max_elements in ((1, None), (37, 6 * 5), (500, 6 * 64)):
-        est = metrics.log_likelihood(ExactPosterior(lg), x, k, max_elements=max_elements, progress=False)
+        est = metrics.log_likelihood(Amortized(lg.posterior, lg), x, k, max_elements=max_elements, progress=False)
         assert est.dtype == torch.float64
         assert torch.allclose(est, exact, rtol=0, atol=1e-9), f"k={k}: {est} vs exact {exact}"
 
