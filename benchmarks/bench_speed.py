@@ -47,7 +47,7 @@ from vaekit import metrics
 from vaekit.data import binarize, binarize_static, embedded_digits
 from vaekit.train import bf16_autocast_available, fit, make_optimizer
 
-from canonical_vae import CanonicalVAE, canonical_loss
+from canonical_vae import CanonicalVAE, canonical_step
 
 
 def sync(device: torch.device) -> None:
@@ -170,12 +170,7 @@ def canonical_epoch(model, optimizer, train_loader, device):
     train_loss = 0
     for data, in train_loader:
         data = binarize(data.to(device))  # the same dynamic binarization as fit's transform
-        optimizer.zero_grad()
-        recon_batch, mu, logvar = model(data)
-        loss = canonical_loss(recon_batch, data, mu, logvar)
-        loss.backward()
-        train_loss += loss.item()
-        optimizer.step()
+        train_loss += canonical_step(model, optimizer, data).item()
     return train_loss / len(train_loader.dataset)
 
 

@@ -62,3 +62,13 @@ def canonical_loss(recon_x, x, mu, logvar):
     bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
     kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return bce + kld
+
+
+def canonical_step(model: CanonicalVAE, optimizer: torch.optim.Optimizer, data: torch.Tensor) -> torch.Tensor:
+    """One step of the example's training loop; returns the batch's summed loss."""
+    optimizer.zero_grad()
+    recon_batch, mu, logvar = model(data)
+    loss = canonical_loss(recon_batch, data, mu, logvar)
+    loss.backward()
+    optimizer.step()
+    return loss
