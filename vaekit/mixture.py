@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from .utils import check_positive_int, check_tensor
+from .utils import check_positive_int, check_tensor, kmeans_pp
 
 
 def _tril_to_raw(scale_tril: torch.Tensor) -> torch.Tensor:
@@ -65,12 +65,7 @@ class GaussianMixture(nn.Module):
         check_tensor("x", x, ndim=2, floating=True)
         if not isinstance(num_components, int) or not 1 <= num_components <= x.shape[0]:
             raise ValueError(f"num_components must be an int in [1, {x.shape[0]}], got {num_components!r}")
-        g = torch.Generator().manual_seed(seed)
-        xc = x.detach().cpu()
-        idx = [int(torch.randint(x.shape[0], (1,), generator=g))]
-        for _ in range(num_components - 1):
-            d2 = torch.cdist(xc, xc[idx]).min(-1).values ** 2  # (N,)
-            idx.append(int(torch.multinomial(d2 / d2.sum(), 1, generator=g)))
+        idx = kmeans_pp(x.detach().cpu(), num_components, torch.Generator().manual_seed(seed)).to(x.device)
         cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
         return cls(x[idx].detach(), cov.expand(num_components, -1, -1))
 

@@ -54,6 +54,16 @@ def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, flo
     return x
 
 
+def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices ``[k]`` of rows of ``x`` ``[N, D]`` chosen by k-means++ seeding: the first uniformly,
+    each next one with probability proportional to its squared distance to the nearest chosen."""
+    idx = torch.randint(x.shape[0], (1,), generator=generator, device=x.device)
+    for _ in range(k - 1):
+        d2 = torch.cdist(x, x[idx]).min(-1).values ** 2  # (N,)
+        idx = torch.cat([idx, torch.multinomial(d2 + 1e-12, 1, generator=generator)])
+    return idx
+
+
 def smoke_requested(smoke: bool = False) -> bool:
     """True when a notebook's ``smoke`` parameter is set or ``$VAEKIT_SMOKE`` asks for it (as under nbval)."""
     return bool(smoke) or os.environ.get("VAEKIT_SMOKE", "").lower() not in ("", "0", "false", "no")

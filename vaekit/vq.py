@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import perplexity_of_counts
-from .utils import check_positive_int, check_tensor
+from .utils import check_positive_int, check_tensor, kmeans_pp
 
 
 def _nearest(flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -166,11 +166,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         """k-means on ``flat`` ``[N, D]`` (k-means++ seeding, then Lloyd iterations); sets the codebook."""
-        centers = flat[torch.randint(flat.shape[0], (1,), device=flat.device)]  # (1, D)
-        for _ in range(self.num_codes - 1):  # each next centre drawn with probability ~ squared distance
-            d2 = torch.cdist(flat, centers).pow(2).min(1).values  # (N,)
-            pick = torch.multinomial(d2 + 1e-12, 1)
-            centers = torch.cat([centers, flat[pick]])  # (k+1, D)
+        centers = flat[kmeans_pp(flat, self.num_codes)]  # (K, D)
         for _ in range(self.kmeans_iters):
             onehot = F.one_hot(_nearest(flat, centers), self.num_codes).type_as(flat)  # (N, K)
             counts = onehot.sum(0)  # (K,)
