@@ -4,9 +4,9 @@ from .device import default_device, module_device
 from .objectives import elbo, iwae_bound
 from .recorder import record, recorded
 from .train import fit
-from .utils import seed_everything, set_threads, smoke_requested
+from .utils import seed_everything, smoke_requested
 from .vae import VAE
 
 __version__ = "0.1.0"
 __all__ = ["data", "distributions", "metrics", "nets", "objectives", "train", "viz", "default_device", "module_device",
-           "elbo", "iwae_bound", "record", "recorded", "fit", "seed_everything", "set_threads", "smoke_requested", "VAE"]
+           "elbo", "iwae_bound", "record", "recorded", "fit", "seed_everything", "smoke_requested", "VAE"]

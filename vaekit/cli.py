@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from .recorder import ENV_VAR as METRICS_ENV, write_json_atomic
+from .viz import STATIC_ENV
 
-SMOKE_ENV = "VAEKIT_SMOKE"
 
 
 def default_notebook_dir() -> Path:
@@ -125,7 +125,7 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
         params["smoke"] = True
     metrics: dict = {}
     failures: list[str] = []
-    saved_env = {k: os.environ.get(k) for k in (METRICS_ENV, SMOKE_ENV, "VAEKIT_STATIC_FIGURES")}
+    saved_env = {k: os.environ.get(k) for k in (METRICS_ENV, STATIC_ENV)}
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
     try:
         for nb_path in bar:
@@ -135,7 +135,7 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
             metrics_file.unlink(missing_ok=True)
             os.environ[METRICS_ENV] = str(metrics_file.resolve())
             if static_figures:
-                os.environ["VAEKIT_STATIC_FIGURES"] = "1"
+                os.environ[STATIC_ENV] = "1"
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(str(nb_path), str(target), parameters=params, kernel_name=kernel,

@@ -35,7 +35,3 @@ def module_device(module: torch.nn.Module) -> torch.device:
         return t.device
     return torch.device("cpu")
 
-
-def as_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means :func:`default_device`; strings become ``torch.device``."""
-    return default_device() if device is None else torch.device(device)

@@ -141,8 +141,7 @@ def kl_per_dim(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
 
 def codebook_usage(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
     """How often each of ``num_codes`` codes occurs in ``indices`` (any shape): counts ``[K]``."""
-    if indices.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
+    check_tensor("indices", indices, integer=True)
     return torch.bincount(indices.reshape(-1).long(), minlength=num_codes)[:num_codes]
 
 

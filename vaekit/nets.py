@@ -111,10 +111,6 @@ class Decoder(nn.Module):
             return bernoulli(out, len(self.x_shape))
         return diag_gaussian(torch.sigmoid(out), self.log_sigma.exp().expand_as(out), len(self.x_shape))
 
-    def mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z]: pixel probabilities or Gaussian means, shaped ``[..., *x_shape]``."""
-        return self(z).mean
-
     @classmethod
     def mlp(cls, x_shape=(1, 28, 28), latent_dim=20, hidden=(400,), activation="relu",
             likelihood="bernoulli", sigma=None):

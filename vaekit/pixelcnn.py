@@ -110,10 +110,7 @@ class PixelCNN(nn.Module):
         return module_device(self)
 
     def _check(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"indices must be an integer tensor [B, H, W], got "
-                            f"{getattr(indices, 'dtype', type(indices).__name__)}")
-        check_tensor("indices", indices, ndim=3, min_value=0, max_value=self.num_codes - 1)
+        check_tensor("indices", indices, ndim=3, integer=True, min_value=0, max_value=self.num_codes - 1)
 
     def logits(self, indices: torch.Tensor) -> torch.Tensor:
         """Logits of p(z_ij | z_<ij) for every position: ``[B, H, W]`` -> ``[B, K, H, W]``."""

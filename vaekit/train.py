@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .device import as_device, module_device
+from .device import default_device, module_device
 from .utils import atomic_write, check_positive_int
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
@@ -164,7 +164,7 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     tensors = _check_data(data)
     if device is None:
         md = module_device(model)
-        device = md if md.type != "cpu" else as_device(None)
+        device = md if md.type != "cpu" else default_device()
     device = torch.device(device)
     model.to(device)
     tensors = tuple(t.to(device, non_blocking=True) for t in tensors)

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, thread counts, argument checks, atomic file writes."""
+"""Small shared helpers: seeding, argument checks, k-means++ seeding, atomic file writes."""
 from __future__ import annotations
 
 import contextlib
@@ -21,14 +21,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads (default: ``$OMP_NUM_THREADS`` or all cores); returns the count."""
-    if n is None:
-        n = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
-    torch.set_num_threads(max(1, int(n)))
-    return torch.get_num_threads()
-
-
 def check_positive_int(**values) -> None:
     """Raise a ValueError naming the first argument that is not a positive int (bools are not ints here)."""
     for name, v in values.items():
@@ -37,7 +29,7 @@ def check_positive_int(**values) -> None:
 
 
 def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, floating: bool = False,
-                 min_value: float | None = None, max_value: float | None = None) -> torch.Tensor:
+                 integer: bool = False, min_value: float | None = None, max_value: float | None = None) -> torch.Tensor:
     """Raise a clear error naming ``name`` when ``x`` is not a tensor of the expected kind."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -47,6 +39,8 @@ def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, flo
             raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(x.shape)}")
     if floating and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if integer and x.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an integer tensor (int64 or int32), got dtype {x.dtype}")
     if x.device.type != "meta" and x.numel() and (min_value is not None or max_value is not None):
         lo, hi = x.min(), x.max()
         if (min_value is not None and bool(lo < min_value)) or (max_value is not None and bool(hi > max_value)):

@@ -112,9 +112,7 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices ``[B, H, W]`` -> quantized tensor ``[B, D, H, W]`` (no gradient tricks)."""
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
-        check_tensor("indices", indices, ndim=3, min_value=0, max_value=self.num_codes - 1)
+        check_tensor("indices", indices, ndim=3, integer=True, min_value=0, max_value=self.num_codes - 1)
         return F.embedding(indices.long(), self.codebook).permute(0, 3, 1, 2)  # (B, D, H, W)
 
     # --- forward ------------------------------------------------------------------------------
