@@ -242,7 +242,7 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
                 if state.stop or (steps is not None and state.step >= steps):
                     break
             record = {"epoch": state.epoch + 1, "step": state.step, "seconds": time.perf_counter() - t0}
-            record.update(zip(sums, (torch.stack(list(sums.values())) / done).tolist()))  # one host sync
+            record.update({k: v / done for k, v in zip(sums, torch.stack(list(sums.values())).tolist())})  # one sync
             state.epoch += 1
             if evaluate is not None and (state.epoch % eval_every == 0 or state.epoch == total_epochs):
                 model.eval()
