@@ -251,3 +251,49 @@ def test_pixelcnn_fits_and_samples_the_default_grid():
     assert h["loss"][-1] < 49 * math.log(2) + 3  # close to the true 49 log 2 nats, far below 49 log 4
     s = prior.sample(5)
     assert s.shape == (5, 7, 7) and (s < 2).float().mean() > 0.9
+
+
+def test_pixelcnn_nll_monitor_records_the_log_prob_of_its_grids_every_few_steps():
+    torch.manual_seed(0)
+    prior = PixelCNN(4, channels=8, layers=2)
+    codes = torch.randint(2, (64, 7, 7))
+    held_out = torch.randint(4, (10, 7, 7))
+    monitor = pixelcnn.NLLMonitor({"train": codes[:16], "held out": held_out}, every=5)
+    from vaekit import fit
+
+    fit(prior, pixelcnn.nll, codes, steps=20, batch_size=32, lr=1e-2, device="cpu", progress=False, callbacks=[monitor])
+    assert monitor.steps == [5, 10, 15, 20]
+    with torch.no_grad():  # the last measurement is the trained model's
+        assert monitor.nll["train"][-1] == pytest.approx(-prior.log_prob(codes[:16]).mean().item(), rel=1e-6)
+        assert monitor.nll["held out"][-1] == pytest.approx(-prior.log_prob(held_out).mean().item(), rel=1e-6)
+    assert monitor.nll["train"][-1] < monitor.nll["train"][0] < 49 * math.log(4) + 5
+    with pytest.raises(TypeError, match="grids"):
+        pixelcnn.NLLMonitor({"x": torch.zeros(2, 7, 7)})
+    with pytest.raises(ValueError, match="every"):
+        pixelcnn.NLLMonitor({"x": codes}, every=0)
+
+
+def test_pixelcnn_sampling_row_by_row_matches_the_full_grid_conditionals():
+    torch.manual_seed(0)
+    prior = PixelCNN(5, channels=8, layers=3).eval()
+    z = torch.randint(5, (3, 7, 7))
+    with torch.no_grad():
+        full = prior.logits(z)  # (3, K, 7, 7)
+        for i in range(7):  # what sample() computes for row i: the grid cut after row i
+            torch.testing.assert_close(prior.logits(z[:, :i + 1])[:, :, i], full[:, :, i])
+
+
+# --- the two-sample test on generated images -----------------------------------------------------
+def test_nearest_neighbour_accuracy_is_a_half_for_one_distribution_one_when_apart_zero_for_copies():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g)
+    acc = vqvae.nearest_neighbour_accuracy(a, b)
+    assert abs(acc - 0.5) < 4 * (0.25 / 800) ** 0.5, acc  # null: a half, within 4 standard errors
+    assert vqvae.nearest_neighbour_accuracy(a + 10, b) == 1.0  # disjoint sets
+    assert vqvae.nearest_neighbour_accuracy(b + 1e-3 * a, b) == 0.0  # copies: each one's neighbour is its twin
+    binary = (torch.rand(300, 1, 6, 6, generator=g) < 0.3).float()  # images, any shape [N, ...]
+    assert vqvae.nearest_neighbour_accuracy(binary, (torch.rand(300, 1, 6, 6, generator=g) < 0.7).float()) > 0.95
+    with pytest.raises(ValueError, match="samples and real"):
+        vqvae.nearest_neighbour_accuracy(a, b[:10])
+    with pytest.raises(TypeError, match="real"):
+        vqvae.nearest_neighbour_accuracy(a, b.long())

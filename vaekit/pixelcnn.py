@@ -12,7 +12,8 @@ features. Layers use the gated activation tanh(a) * sigmoid(b).
 
 ``log_prob(indices)`` is exact (one forward pass, nats per grid); ``sample(n)`` draws new grids one
 position at a time. Train it on the code indices of a dataset with
-``vaekit.fit(prior, vaekit.pixelcnn.nll, codes)``.
+``vaekit.fit(prior, vaekit.pixelcnn.nll, codes, steps=...)``; :class:`NLLMonitor` records the
+negative log-likelihood of fixed grids (training and test) every few steps.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ class PixelCNN(nn.Module):
         try:
             for i in range(h):
                 for j in range(w):
-                    probs = torch.softmax(self._logits(z)[:, :, i, j] / temperature, dim=1)  # (n, K)
+                    # rows below i cannot reach row i (causal masks): compute rows 0..i only
+                    probs = torch.softmax(self._logits(z[:, :i + 1])[:, :, i, j] / temperature, dim=1)  # (n, K)
                     z[:, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         finally:
             self.train(was_training)
@@ -153,3 +155,38 @@ class PixelCNN(nn.Module):
 def nll(model: PixelCNN, indices: torch.Tensor) -> torch.Tensor:
     """-log p(indices) per grid, ``[B]`` nats: the prior's training objective for :func:`vaekit.fit`."""
     return -model.log_prob(indices)
+
+
+class NLLMonitor:
+    """A :func:`vaekit.fit` callback: every ``every`` steps, the mean -log p(z) of fixed code grids.
+
+    ``grids`` maps a name (e.g. "training grids", "test grids") to integer grids ``[N, H, W]``.
+    Each measurement appends the step to ``steps`` and the mean negative log-likelihood (nats per
+    grid, in eval mode, without gradients) to ``nll[name]``. Measuring by steps, not epochs, keeps
+    the curve's resolution the same whatever the size of the training set.
+    """
+
+    def __init__(self, grids: dict[str, torch.Tensor], every: int = 10):
+        check_positive_int(every=every)
+        if not isinstance(grids, dict) or not grids:
+            raise ValueError(f"grids must be a non-empty dict of name -> [N, H, W] code grids, got {type(grids).__name__}")
+        for name, g in grids.items():
+            check_tensor(f"grids[{name!r}]", g, ndim=3, integer=True)
+        self.grids, self.every = grids, every
+        self.steps: list[int] = []
+        self.nll: dict[str, list[float]] = {name: [] for name in grids}
+
+    @torch.no_grad()
+    def measure(self, model: PixelCNN, step: int) -> None:
+        was_training = model.training
+        model.eval()
+        try:
+            for name, g in self.grids.items():
+                self.nll[name].append(float(-model.log_prob(g.to(model.device)).mean()))
+        finally:
+            model.train(was_training)
+        self.steps.append(step)
+
+    def on_step(self, state) -> None:
+        if state.step % self.every == 0:
+            self.measure(state.model, state.step)
