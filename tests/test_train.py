@@ -120,3 +120,256 @@ def test_objective_must_return_loss():
     x, y = regression_problem()
     with pytest.raises(TypeError, match="'loss' entry"):
         fit(torch.nn.Linear(3, 1), lambda m, a, b: {"nope": a.sum()}, (x, y), epochs=1, progress=False, device="cpu")
+
+
+# --------------------------------------------------------------------------- checkpoints that belong to their run
+
+
+def _vae_run(ckpt, x, **kwargs):
+    torch.manual_seed(1)
+    model = vaekit.VAE.mlp(latent_dim=3, hidden=(16,))
+    args = dict(epochs=1, batch_size=32, seed=0, lr=1e-3, progress=False, device="cpu", checkpoint=ckpt)
+    args.update(kwargs)
+    hist = fit(model, args.pop("objective", lambda m, xb: -vaekit.elbo(m, xb)), args.pop("data", x), **args)
+    return model, hist
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(batch_size=16), "batch_size"),
+    (dict(seed=1), "seed"),
+    (dict(lr=1e-2), "optimizer"),
+    (dict(optimizer="sgd"), "optimizer"),
+    (dict(objective=lambda m, xb: -vaekit.iwae_bound(m, xb, 2)), "objective"),
+    (dict(transform=vaekit.data.binarize), "transform"),
+    (dict(data="other"), "data"),
+    (dict(data="fewer"), "data"),
+])
+def test_checkpoint_of_another_run_is_refused_naming_the_difference(tmp_path, change, named):
+    x = vaekit.data.embedded_digits("train").images[:128]
+    ckpt = tmp_path / "run.pt"
+    _vae_run(ckpt, x)
+    if change.get("data") == "other":
+        change = dict(data=vaekit.data.embedded_digits("train").images[128:256])
+    elif change.get("data") == "fewer":
+        change = dict(data=x[:96])
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match=rf"run\.pt was written by a different run: {named}"):
+        _vae_run(ckpt, x, epochs=2, **change)
+    # the same run resumes (one more epoch), and resume="force" overrides a difference with a warning
+    _, hist = _vae_run(ckpt, x, epochs=2)
+    assert hist["epoch"] == [1, 2]
+    with pytest.warns(UserWarning, match="resuming anyway"):
+        _, hist = _vae_run(ckpt, x, epochs=3, resume="force", **change)
+    assert hist["epoch"] == [1, 2, 3]
+
+
+def test_checkpoint_of_another_model_or_without_fingerprint_is_refused(tmp_path):
+    x = vaekit.data.embedded_digits("train").images[:64]
+    ckpt = tmp_path / "run.pt"
+    _vae_run(ckpt, x)
+    other = vaekit.VAE.mlp(latent_dim=5, hidden=(16,))
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match="model: checkpoint 'VAE with"):
+        fit(other, lambda m, xb: -vaekit.elbo(m, xb), x, epochs=2, batch_size=32, progress=False, device="cpu",
+            checkpoint=ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    del saved["fingerprint"]  # as an older vaekit wrote it
+    torch.save(saved, ckpt)
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match="no fingerprint"):
+        _vae_run(ckpt, x, epochs=2)
+    _, hist = _vae_run(ckpt, x, epochs=2, resume=False)  # start afresh, overwriting it
+    assert hist["epoch"] == [1, 2]
+    with pytest.raises(ValueError, match="resume must be True, False or 'force'"):
+        _vae_run(ckpt, x, resume="yes")
+
+
+def test_resume_restores_callback_state_so_kl_warmup_continues_exactly(tmp_path):
+    x = vaekit.data.embedded_digits("train").images[:256]
+
+    def run(checkpoint=None, stop_after=None):
+        torch.manual_seed(1)
+        model = vaekit.VAE.mlp(latent_dim=4, hidden=(32,))
+        warm = vaekit.objectives.KLWarmup(steps=20)
+        betas = []
+
+        class Interrupt:
+            def on_epoch_end(self, state):
+                if state.epoch == stop_after:
+                    raise KeyboardInterrupt
+
+        def objective(m, xb):
+            betas.append(warm.beta)
+            return -vaekit.elbo(m, xb, beta=warm.beta)
+
+        fit(model, objective, x, epochs=4, batch_size=32, seed=3, progress=False, device="cpu",
+            checkpoint=checkpoint, callbacks=[warm, Interrupt()])
+        return model, betas
+
+    straight, betas_straight = run()
+    ckpt = tmp_path / "warm.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, stop_after=2)
+    assert torch.load(ckpt, weights_only=False)["callbacks"] == [("KLWarmup", {"step": 8})]  # saved after epoch 1
+    resumed, betas_resumed = run(ckpt)
+    assert betas_resumed == betas_straight[8:], "the resumed run must see the same KL weights"
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    warm = vaekit.objectives.KLWarmup(steps=10)
+    warm.load_state_dict({"step": 5})
+    assert warm.state_dict() == {"step": 5} and warm.beta == 0.5
+
+
+def test_stale_temporary_checkpoint_files_are_removed(tmp_path):
+    x = vaekit.data.embedded_digits("train").images[:64]
+    ckpt = tmp_path / "run.pt"
+    stale = tmp_path / "run.ptab3_x9zq.tmp"  # what atomic_write leaves when the process is killed mid-save
+    stale.write_bytes(b"half a checkpoint")
+    unrelated = tmp_path / "other.ptab3_x9zq.tmp"
+    unrelated.write_bytes(b"not ours")
+    _vae_run(ckpt, x)
+    assert ckpt.exists() and not stale.exists() and unrelated.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.ptab3_x9zq.tmp", "run.pt"]
+
+
+# --------------------------------------------------------------------------- objectives and arguments
+
+
+@pytest.mark.parametrize("clip", [-1.0, 0, 0.0, float("inf"), float("nan"), True, "1"])
+def test_clip_grad_must_be_positive(clip):
+    x, y = regression_problem()
+    with pytest.raises(ValueError, match="clip_grad must be a positive number"):
+        fit(torch.nn.Linear(3, 1), mse, (x, y), epochs=1, clip_grad=clip, progress=False, device="cpu")
+
+
+def test_clip_grad_limits_the_step():
+    x, y = regression_problem()
+    model = torch.nn.Linear(3, 1)
+    w0 = model.weight.detach().clone()
+    fit(model, mse, (x, y), steps=1, batch_size=64, optimizer="sgd", lr=1.0, clip_grad=0.01, progress=False,
+        device="cpu")
+    step = (model.weight.detach() - w0).norm()
+    assert 0.005 < float(step) <= 0.0100001
+
+
+def test_objective_must_return_one_value_per_example():
+    x, y = regression_problem()
+    with pytest.raises(ValueError, match=r"'loss' must have shape \[B\] = \[64\].*got shape \[64, 1\]"):
+        fit(torch.nn.Linear(3, 1), lambda m, a, b: (m(a) - b) ** 2, (x, y), epochs=1, batch_size=64,
+            progress=False, device="cpu")
+    with pytest.raises(ValueError, match=r"'extra' must have shape \[B\]"):
+        fit(torch.nn.Linear(3, 1), lambda m, a, b: {"loss": mse(m, a, b), "extra": a}, (x, y), epochs=1,
+            batch_size=64, progress=False, device="cpu")
+    hist = fit(torch.nn.Linear(3, 1), lambda m, a, b: mse(m, a, b).mean(), (x, y), epochs=1, batch_size=64,
+               progress=False, device="cpu")  # a scalar is fine
+    assert len(hist) == 1
+
+
+@pytest.mark.parametrize("key", ["loss", "step", "epoch", "seconds", "abs_error"])
+def test_evaluate_may_not_overwrite_the_training_record(key):
+    x, y = regression_problem()
+
+    def objective(m, xb, yb):
+        return {"loss": mse(m, xb, yb), "abs_error": mse(m, xb, yb).sqrt()}
+
+    with pytest.raises(ValueError, match=rf"evaluate\(model\) returned \['{key}'\]"):
+        fit(torch.nn.Linear(3, 1), objective, (x, y), epochs=1, progress=False, device="cpu",
+            evaluate=lambda m: {key: 0.0})
+    with pytest.raises(TypeError, match="evaluate\\(model\\) must return a dict"):
+        fit(torch.nn.Linear(3, 1), objective, (x, y), epochs=1, progress=False, device="cpu",
+            evaluate=lambda m: 1.0)
+
+
+def test_misspelt_history_key_names_the_keys():
+    x, y = regression_problem()
+    hist = fit(torch.nn.Linear(3, 1), mse, (x, y), epochs=2, progress=False, device="cpu",
+               evaluate=lambda m: {"test_mse": 1.0}, eval_every=2)
+    assert math.isnan(hist["test_mse"][0]) and hist["test_mse"][1] == 1.0  # logged in some epochs only
+    with pytest.raises(KeyError, match=r"'los' is not in the history; it has \['epoch', 'step', 'seconds', 'loss'"):
+        hist["los"]
+
+
+# --------------------------------------------------------------------------- the non-finite and divergence guard
+
+
+def _adam_on_regression(steps, lr=0.05, **kwargs):
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = vaekit.train.make_optimizer(model.parameters(), "adam", lr)
+    fit(model, mse, (x, y), steps=steps, batch_size=64, optimizer=opt, progress=False, device="cpu", **kwargs)
+    return model, opt
+
+
+def test_nan_in_the_data_leaves_the_model_at_its_last_finite_state():
+    x, y = regression_problem()
+    perm = torch.randperm(512, generator=torch.Generator().manual_seed(0))  # fit's shuffle of the first epoch, seed 0
+    bad_step = 6
+    x[perm[(bad_step - 1) * 64 + 3], 1] = float("nan")  # one NaN in the batch of step 6
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = vaekit.train.make_optimizer(model.parameters(), "adam", 0.05)
+    with pytest.raises(NonFiniteLossError, match=rf"loss became nan at step {bad_step}; last finite loss \d"):
+        fit(model, mse, (x, y), epochs=1, batch_size=64, optimizer=opt, progress=False, device="cpu", check_every=1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # check_every=1: restored to exactly the state after the last finite step
+    reference, ref_opt = _adam_on_regression(bad_step - 1)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    assert int(opt.state_dict()["state"][0]["step"]) == bad_step - 1
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], ref_opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_nan_guard_restores_the_last_checked_state():
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+
+    def objective(m, xb, yb):
+        objective.calls += 1
+        return mse(m, xb, yb) * (float("nan") if objective.calls == 8 else 1.0)
+
+    objective.calls = 0
+    with pytest.raises(NonFiniteLossError, match="at step 8; .* restored to their state after step 6"):
+        fit(model, objective, (x, y), epochs=2, batch_size=64, lr=0.05, progress=False, check_every=3, device="cpu")
+    reference, _ = _adam_on_regression(6)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_divergence_trips_the_guard():
+    with pytest.raises(NonFiniteLossError, match=r"loss diverged to .* past the bound .* at step \d+") as err:
+        model, _ = _adam_on_regression(64, lr=1e6, check_every=8)
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    start = float(mse(model, x, y).mean())
+    with pytest.raises(NonFiniteLossError, match="diverged"):
+        fit(model, mse, (x, y), steps=64, batch_size=64, optimizer="adam", lr=1e6, progress=False, device="cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert float(mse(model, x, y).mean()) < 1e4 * (start + 1), "the model is left before the blow-up"
+    assert "restored" in str(err.value)
+    with pytest.raises(ValueError, match="divergence must be a positive number"):
+        _adam_on_regression(1, divergence=0)
+    # a healthy run never comes near the bound, and divergence=None turns the check off
+    _adam_on_regression(64, divergence=None)
+    _adam_on_regression(64)
+
+
+# --------------------------------------------------------------------------- input checks on the first batch
+
+
+def test_first_batch_is_checked_then_checks_are_off_in_the_loop():
+    x = vaekit.data.embedded_digits("train").images[:64]
+    model = vaekit.VAE.mlp(latent_dim=3, hidden=(16,))
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for a Bernoulli likelihood, got values in \[0, 255\]"):
+        fit(model, lambda m, xb: -vaekit.elbo(m, xb), 255 * x, epochs=1, batch_size=32, progress=False, device="cpu")
+    with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's parameters are torch.float32"):
+        fit(model, lambda m, xb: -vaekit.elbo(m, xb), x.double(), epochs=1, batch_size=32, progress=False, device="cpu")
+    seen = []
+
+    def objective(m, xb):
+        seen.append(vaekit.utils.value_checks_enabled())
+        return -vaekit.elbo(m, xb)
+
+    fit(model, objective, x, epochs=2, batch_size=16, progress=False, device="cpu",
+        evaluate=lambda m: {"evaluated_with_checks": float(vaekit.utils.value_checks_enabled())})
+    assert seen == [True] + [False] * 7, "value checks (a host sync each) run on the first batch only"
+    assert vaekit.utils.value_checks_enabled(), "fit restores the switch"

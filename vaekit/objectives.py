@@ -3,6 +3,11 @@
 A model is anything with ``encode(x) -> q(z|x)``, ``decode(z) -> p(x|z)`` and ``prior -> p(z)``,
 all ``torch.distributions`` objects with the latent as their event. Pass ``q`` explicitly to use
 a variational distribution that does not come from an encoder (per-data-point inference).
+
+Every bound checks its ``x`` once per call: a tensor with at least one example, floating point,
+with the model's dtype and device, and, when the decoder's likelihood is Bernoulli, values in
+[0, 1] (:func:`check_likelihood_input`; the one check that reads values, skipped inside
+:func:`vaekit.train.fit` after its first batch).
 """
 from __future__ import annotations
 
@@ -11,15 +16,38 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, kl_divergence
 
-from .utils import check_positive_int, check_tensor
+from .utils import check_matches, check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
 
 
 class ELBOTerms(NamedTuple):
     elbo: torch.Tensor  # (B,) reconstruction - beta * kl
     reconstruction: torch.Tensor  # (B,) E_q[log p(x|z)], Monte Carlo over k samples
     kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)): analytic, or the same samples' estimate
+
+
+def is_bernoulli(px) -> bool:
+    """Whether the distribution ``px`` (through any ``Independent`` wrappers) has Bernoulli pixels."""
+    while isinstance(px, Independent):
+        px = px.base_dist
+    return isinstance(px, (Bernoulli, ContinuousBernoulli))
+
+
+def check_likelihood_input(px, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Raise a ValueError naming ``name`` when ``px`` is a Bernoulli likelihood and ``x`` leaves [0, 1]
+    (``validate_args=False`` would score 255-valued pixels as nonsense without a word)."""
+    if value_checks_enabled() and is_bernoulli(px):
+        check_unit_interval(name, x)
+    return x
+
+
+def check_input(model, x: torch.Tensor, name: str = "x", device: bool = True) -> torch.Tensor:
+    """``x`` is a floating tensor with at least one example and the model's dtype (and device)."""
+    check_tensor(name, x, floating=True, nonempty=True)
+    if isinstance(model, torch.nn.Module):
+        check_matches(name, x, model, device=device)
+    return x
 
 
 def closed_form_kl(q, p) -> torch.Tensor | None:
@@ -33,7 +61,7 @@ def closed_form_kl(q, p) -> torch.Tensor | None:
 def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
                free_bits: float = 0.0, q=None) -> ELBOTerms:
     """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
-    check_tensor("x", x, floating=True)
+    check_input(model, x)
     check_positive_int(k=k)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
@@ -42,7 +70,8 @@ def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, bet
     q = model.encode(x) if q is None else q
     prior = model.prior
     z = q.rsample((k,))  # (k, B, D)
-    rec = model.decode(z).log_prob(x).mean(0)  # (B,)
+    px = model.decode(z)
+    rec = px.log_prob(check_likelihood_input(px, x)).mean(0)  # (B,)
     kl = None
     if free_bits > 0:
         kl_d = closed_form_kl(q.base_dist, prior.base_dist) if hasattr(q, "base_dist") and hasattr(prior, "base_dist") else None
@@ -76,14 +105,15 @@ def elbo(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: flo
 
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for ``k`` reparameterized z_i ~ q(z|x): shape ``[k, B]``."""
-    check_tensor("x", x, floating=True)
+    check_input(model, x)
     check_positive_int(k=k)
     q = model.encode(x) if q is None else q
     if tuple(q.batch_shape) != (x.shape[0],):  # a shared q would pair sample i with example i
         raise ValueError(f"q must have batch shape [B] = [{x.shape[0]}] (one distribution per example), "
                          f"got {list(q.batch_shape)}")
     z = q.rsample((k,))  # (k, B, D)
-    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)
+    px = model.decode(z)
+    return px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z) - q.log_prob(z)
 
 
 def iwae_bound(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
@@ -124,3 +154,10 @@ class KLWarmup:
 
     def on_step(self, state) -> None:
         self.step = state.step
+
+    def state_dict(self) -> dict:
+        """What a :func:`vaekit.train.fit` checkpoint saves, so a resumed run uses the same beta."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])

@@ -7,12 +7,21 @@ device, shuffled and gathered there; per-step numbers are accumulated on the dev
 per epoch (and every ``check_every`` steps for the NaN guard), so the loop does not wait on the
 host. Adam and AdamW use the fused implementation where the device has one (else ``foreach``);
 ``compile=True`` and ``autocast=True`` are the two optional fast paths.
+
+Nothing is accepted silently: the first batch runs every input check of the library's entry
+points (data ranges for Bernoulli likelihoods, dtypes, devices), the objective's output shape is
+checked, a checkpoint is resumed only by the run that wrote it (see :func:`fingerprint`), and a
+non-finite or diverging loss stops training with the model restored to its last finite state.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import default_device, module_device
-from .utils import atomic_write, check_positive_int
+from .utils import atomic_write, check_positive_int, input_checks
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
 
@@ -42,12 +51,16 @@ class TrainState:
 class History:
     """Per-epoch means of everything the objective logged, plus evaluation results.
 
-    ``history["loss"]`` is the list of epoch means; ``history.records`` the raw epoch dicts.
+    ``history["loss"]`` is the list of epoch means (NaN for an epoch that did not log the key, e.g.
+    an evaluation run every few epochs); a key no epoch logged raises a KeyError naming the keys
+    there are. ``history.records`` holds the raw epoch dicts.
     """
 
     records: list[dict] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> list:
+        if self.records and not any(key in r for r in self.records):
+            raise KeyError(f"{key!r} is not in the history; it has {self.keys()}")
         return [r.get(key, math.nan) for r in self.records]
 
     def __len__(self) -> int:
@@ -65,7 +78,24 @@ class History:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss (or diverged: see :func:`fit`'s ``divergence``)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a different run (model, optimiser, data, ...) than the one resuming it."""
+
+
+RESERVED_KEYS = ("epoch", "step", "seconds")  # every epoch record has these
+
+
+def _check_parts(parts: dict, batch: int) -> None:
+    """Each logged value is one number per example ``[B]`` or a scalar."""
+    for k, v in parts.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"objective's {k!r} must be a tensor, got {type(v).__name__}")
+        if v.dim() > 1 or (v.dim() == 1 and v.shape[0] != batch):
+            raise ValueError(f"objective's {k!r} must have shape [B] = [{batch}] (one value per example) or be a "
+                             f"scalar, got shape {list(v.shape)}: sum over the other dimensions first")
 
 
 def _as_parts(out) -> dict[str, torch.Tensor]:
@@ -106,12 +136,99 @@ def bf16_autocast_available(device: torch.device) -> bool:
     return False
 
 
-def _save_checkpoint(path: Path, state: TrainState, rng: torch.Generator) -> None:
+def _name(fn) -> str | None:
+    if fn is None:
+        return None
+    fn = getattr(fn, "func", fn)  # functools.partial
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+def _data_hash(tensors) -> str:
+    """Shapes, dtypes and the bytes of up to 64 evenly spaced examples of each tensor: cheap, and the
+    same on every device."""
+    h = hashlib.sha1()
+    for t in tensors:
+        n = t.shape[0]
+        idx = torch.linspace(0, n - 1, min(n, 64)).long().to(t.device)
+        rows = t.detach().index_select(0, idx).cpu().contiguous().reshape(-1)
+        h.update(f"{list(t.shape)} {t.dtype}".encode())
+        h.update(rows.view(torch.uint8).numpy().tobytes() if rows.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def fingerprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, *, batch_size: int,
+                seed: int | None, objective=None, transform=None, callbacks: Sequence = ()) -> dict:
+    """What identifies a training run, as stored in its checkpoint: the model's structure (module
+    classes, parameter and buffer names, shapes, dtypes), the optimiser's class and settings (its
+    constructor defaults, not the implementation flags fused/foreach), the batch size, the seed,
+    the data's size and a hash of 64 evenly spaced examples, the objective's and transform's names,
+    and the classes of the callbacks with state. Resuming checks that the run is the same."""
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    structure = [type(m).__qualname__ for m in model.modules()]
+    structure += [f"{k}:{list(v.shape)}:{v.dtype}" for k, v in model.state_dict().items()]
+    settings = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in sorted(optimizer.defaults.items())
+                if k not in ("fused", "foreach", "capturable", "differentiable")}
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": f"{type(model).__qualname__} with {n_params:,} parameters, structure "
+                 + hashlib.sha1("|".join(structure).encode()).hexdigest()[:16],
+        "optimizer": f"{type(optimizer).__qualname__}({', '.join(f'{k}={v}' for k, v in settings.items())})",
+        "batch_size": batch_size,
+        "seed": seed,
+        "data": f"{tensors[0].shape[0]} examples, {[list(t.shape[1:]) for t in tensors]}, hash {_data_hash(tensors)}",
+        "objective": _name(objective),
+        "transform": _name(transform),
+        "callbacks": [type(cb).__qualname__ for cb in callbacks if hasattr(cb, "state_dict")],
+    }
+
+
+def _save_checkpoint(path: Path, state: TrainState, rng: torch.Generator, fp: dict, callbacks) -> None:
     with atomic_write(path) as f:  # an interrupted save leaves the previous checkpoint intact
         torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
                     "step": state.step, "epoch": state.epoch, "history": state.history.records,
                     "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, f)
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "fingerprint": fp,
+                    "callbacks": [(type(cb).__qualname__, cb.state_dict()) for cb in callbacks if hasattr(cb, "state_dict")]},
+                   f)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files that a save of ``path`` killed midway left (atomic_write's names)."""
+    pattern = re.compile(re.escape(path.name) + r"[a-z0-9_]{8}\.tmp")
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            if pattern.fullmatch(p.name):
+                p.unlink(missing_ok=True)
+
+
+def _resume(path: Path, saved: dict, fp: dict, resume, callbacks) -> None:
+    """Refuse a checkpoint from a different run (unless ``resume="force"``); restore callback state."""
+    old = saved.get("fingerprint")
+    if old is None:
+        diffs = ["it has no fingerprint (written by an older vaekit)"]
+    else:
+        diffs = [f"{k}: checkpoint {old.get(k)!r}, now {v!r}" for k, v in fp.items() if old.get(k) != v]
+    if diffs:
+        msg = f"checkpoint {path} was written by a different run: " + "; ".join(diffs)
+        if resume != "force":
+            raise CheckpointMismatchError(msg + ". Pass resume=False to start afresh (the file is overwritten), "
+                                          "resume=\"force\" to resume it anyway, or use another checkpoint file.")
+        warnings.warn(msg + "; resuming anyway (resume=\"force\")", stacklevel=3)
+    states = list(saved.get("callbacks", []))
+    for cb in (cb for cb in callbacks if hasattr(cb, "state_dict")):
+        if states and states[0][0] == type(cb).__qualname__ and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(states.pop(0)[1])
+
+
+def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> tuple:
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()), step)
+
+
+def _restore(model: torch.nn.Module, opt: torch.optim.Optimizer, snap: tuple) -> int:
+    model.load_state_dict(snap[0])
+    opt.load_state_dict(snap[1])
+    return snap[2]
 
 
 def _check_data(data) -> tuple[torch.Tensor, ...]:
@@ -131,9 +248,10 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
         lr: float = 1e-3, device: str | torch.device | None = None, seed: int | None = 0,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         evaluate: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 1,
-        callbacks: Sequence = (), checkpoint: str | os.PathLike | None = None, resume: bool = True,
+        callbacks: Sequence = (), checkpoint: str | os.PathLike | None = None, resume: bool | str = True,
         compile: bool = False, autocast: bool = False, clip_grad: float | None = None,
-        check_every: int = 100, progress: bool = True, desc: str = "training") -> History:
+        check_every: int = 100, progress: bool = True, desc: str = "training",
+        divergence: float | None = 1e4) -> History:
     """Train ``model`` to minimise ``objective`` on ``data``; return the :class:`History`.
 
     data: a tensor ``[N, ...]`` or a tuple of tensors (e.g. images and labels), moved once to
@@ -144,10 +262,18 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     transform: applied to the first tensor of each batch on the device, e.g.
         :func:`vaekit.data.binarize` for dynamic binarization.
     evaluate: ``evaluate(model) -> dict`` of numbers, run every ``eval_every`` epochs (in
-        ``torch.no_grad`` and ``model.eval()``); its entries join the epoch's record.
-    callbacks: objects with any of ``on_step(state)``, ``on_epoch_end(state)``.
-    checkpoint: a file written atomically after every epoch; with ``resume=True`` an existing
-        one is loaded first and training continues from it.
+        ``torch.no_grad`` and ``model.eval()``); its entries join the epoch's record and must not
+        reuse its keys (``epoch``, ``step``, ``seconds`` and what the objective logs, e.g. ``loss``).
+    callbacks: objects with any of ``on_step(state)``, ``on_epoch_end(state)``; those with
+        ``state_dict()`` and ``load_state_dict(d)`` have their state saved in the checkpoint and
+        restored on resume (as :class:`vaekit.objectives.KLWarmup` does), so a resumed run
+        equals an uninterrupted one.
+    checkpoint: a file written atomically after every epoch, carrying the run's
+        :func:`fingerprint`; temporary files a killed save left beside it are removed.
+    resume: ``True``: an existing checkpoint is loaded first and training continues from it,
+        provided its fingerprint matches this run (else :class:`CheckpointMismatchError` names
+        what differs); ``"force"``: resume even so (with a warning); ``False``: start afresh.
+    clip_grad: clip the gradient's total norm to this (> 0), or None.
     compile: ``torch.compile`` the transform and the objective (forward and backward). Off by
         default: compiling takes seconds to a minute (it needs a C compiler on the CPU) and pays off
         only in long runs; on a CPU, where the matrix products dominate, it saves little.
@@ -155,12 +281,25 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
         (CPUs, recent GPUs): faster matrix products; the ELBO of a batch moves by about 0.1% of
         its value (``tests/test_speed_paths.py``).
     check_every: steps between checks for a non-finite loss (one host sync each); on one the
-        loop stops with :class:`NonFiniteLossError` naming the step and the last finite loss.
+        loop stops with :class:`NonFiniteLossError` naming the step and the last finite loss, and
+        the model and optimiser are restored to their state at the last check that passed (at most
+        ``check_every`` steps back; ``check_every=1`` loses no finite step).
+    divergence: the guard also stops training when a loss exceeds ``L0 + divergence * (|L0| + 1)``,
+        with ``L0`` the first loss of this call (a loss grown ten-thousandfold by default, which
+        no healthy run comes near; Adam at lr = 1e6 passes it within a few steps). None: off.
     """
     if epochs is None and steps is None:
         raise ValueError("give epochs or steps (or both)")
     counts = dict(epochs=epochs, steps=steps, batch_size=batch_size, eval_every=eval_every, check_every=check_every)
     check_positive_int(**{name: v for name, v in counts.items() if v is not None})
+    if clip_grad is not None and (isinstance(clip_grad, bool) or not isinstance(clip_grad, (int, float))
+                                  or not 0 < clip_grad < math.inf):
+        raise ValueError(f"clip_grad must be a positive number (the largest gradient norm) or None, got {clip_grad!r}")
+    if divergence is not None and (isinstance(divergence, bool) or not isinstance(divergence, (int, float))
+                                   or not divergence > 0):
+        raise ValueError(f"divergence must be a positive number or None, got {divergence!r}")
+    if resume not in (True, False, "force"):
+        raise ValueError(f"resume must be True, False or 'force', got {resume!r}")
     tensors = _check_data(data)
     if device is None:
         md = module_device(model)
@@ -177,10 +316,23 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     if seed is not None:
         torch.manual_seed(seed)
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    fp = None
+    if ckpt is not None:
+        _remove_stale_temporaries(ckpt)
+        fp = fingerprint(model, opt, tensors, batch_size=batch_size, seed=seed, objective=objective,
+                         transform=transform, callbacks=callbacks)
     if ckpt is not None and resume and ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=False)
+        _resume(ckpt, saved, fp, resume, callbacks)
         model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
+        saved_opt = str((saved.get("fingerprint") or {}).get("optimizer", type(opt).__qualname__)).split("(")[0]
+        try:
+            if saved_opt != type(opt).__qualname__:
+                raise ValueError(f"it is {saved_opt}'s")
+            opt.load_state_dict(saved["optimizer"])
+        except (KeyError, ValueError) as e:  # only under resume="force": another optimiser's state
+            warnings.warn(f"the optimizer state in {ckpt} does not fit this optimizer ({e}); it starts afresh",
+                          stacklevel=2)
         state.step, state.epoch = saved["step"], saved["epoch"]
         state.history.records = list(saved["history"])
         rng.set_state(saved["rng"])
@@ -198,12 +350,13 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
             batch = (transform(batch[0]),) + batch[1:]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
             parts = _as_parts(objective(model, *batch))
+        _check_parts(parts, batch[0].shape[0])
         return {k: v.float().mean() for k, v in parts.items()}
 
     forward_fn = torch.compile(forward) if compile else forward
 
-    def step_fn(batch):
-        logs = forward_fn(batch)
+    def step_fn(batch, fwd):
+        logs = fwd(batch)
         opt.zero_grad(set_to_none=True)
         logs["loss"].backward()
         if clip_grad is not None:
@@ -214,6 +367,10 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     bar = tqdm(total=total_epochs * steps_per_epoch, initial=min(state.step, total_epochs * steps_per_epoch),
                desc=desc, disable=not progress, dynamic_ncols=True)
     last_finite = math.nan
+    guard = _Guard(model, opt, state.step, divergence)
+    first = True
+    checks = input_checks(False)  # value checks (ranges, NaNs) run on the first batch only
+    checks.__enter__()
     try:
         while state.epoch < total_epochs and not state.stop and (steps is None or state.step < steps):
             model.train()
@@ -224,7 +381,13 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
             done = checked = 0
             for i in range(steps_per_epoch):
                 idx = perm[i * batch_size:(i + 1) * batch_size]
-                logs = step_fn(tuple(t.index_select(0, idx) for t in tensors))
+                batch = tuple(t.index_select(0, idx) for t in tensors)
+                if first:  # eagerly and with the library's value checks on: bad input fails here, named
+                    with input_checks(True):
+                        logs = step_fn(batch, forward)
+                    first = False
+                else:
+                    logs = step_fn(batch, forward_fn)
                 for k, v in logs.items():
                     sums[k] = sums[k] + v if k in sums else v
                 losses[i] = logs["loss"]
@@ -234,7 +397,7 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
                     if hasattr(cb, "on_step"):
                         cb.on_step(state)
                 if done % check_every == 0 or i == steps_per_epoch - 1:
-                    last_finite = _check_finite(losses[checked:done], state.step - done + checked, last_finite)
+                    last_finite = guard.check(losses[checked:done], state.step - done + checked, last_finite)
                     checked = done
                     bar.n = min(state.step, bar.total)
                     bar.set_postfix(loss=f"{last_finite:.4g}", refresh=False)
@@ -246,27 +409,57 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
             state.epoch += 1
             if evaluate is not None and (state.epoch % eval_every == 0 or state.epoch == total_epochs):
                 model.eval()
-                with torch.no_grad():
-                    record.update(evaluate(model))
+                with torch.no_grad(), input_checks(True):
+                    result = evaluate(model)
+                if not isinstance(result, dict):
+                    raise TypeError(f"evaluate(model) must return a dict of numbers, got {type(result).__name__}")
+                clash = sorted(set(result) & set(record))
+                if clash:
+                    raise ValueError(f"evaluate(model) returned {clash}, which the epoch record already holds "
+                                     f"({sorted(record)}): rename them, e.g. 'test_{clash[0]}'")
+                record.update(result)
             state.history.records.append(record)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step", "seconds")})
             for cb in callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(state)
             if ckpt is not None:
-                _save_checkpoint(ckpt, state, rng)
+                _save_checkpoint(ckpt, state, rng, fp, callbacks)
     finally:
+        checks.__exit__(None, None, None)
         bar.close()
         model.eval()
     return state.history
 
 
-def _check_finite(losses: torch.Tensor, first_step: int, last_finite: float) -> float:
-    """One host sync: raise on the first non-finite loss, else return the latest finite one."""
-    bad = ~torch.isfinite(losses)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        prev = float(losses[i - 1]) if i > 0 else last_finite
-        raise NonFiniteLossError(f"loss became {float(losses[i])} at step {first_step + i + 1}; "
-                                 f"last finite loss {prev:.6g}")
-    return float(losses[-1])
+class _Guard:
+    """The non-finite and divergence guard. Each check reads a window of losses and whether the
+    parameters are finite (one host sync); on success it snapshots the model and optimiser, on
+    failure it restores the last snapshot and raises :class:`NonFiniteLossError`."""
+
+    def __init__(self, model, opt, step: int, divergence: float | None):
+        self.model, self.opt, self.divergence = model, opt, divergence
+        self.snap = _snapshot(model, opt, step)
+        self.bound = math.inf
+
+    def check(self, losses: torch.Tensor, first_step: int, last_finite: float) -> float:
+        params = [p.detach() for p in self.model.parameters()]
+        ok = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else torch.tensor(True)
+        *values, params_ok = torch.cat([losses.float(), ok.to(losses.device, torch.float32)[None]]).tolist()
+        if self.bound == math.inf and self.divergence is not None and math.isfinite(values[0]):
+            self.bound = values[0] + self.divergence * (abs(values[0]) + 1)
+        for i, v in enumerate(values):
+            if not math.isfinite(v) or v > self.bound:
+                prev = values[i - 1] if i > 0 else last_finite
+                what = (f"loss became {v}" if not math.isfinite(v) else
+                        f"loss diverged to {v:.6g}, past the bound {self.bound:.6g} (divergence={self.divergence:g})")
+                self._fail(f"{what} at step {first_step + i + 1}; last finite loss {prev:.6g}")
+        if not params_ok:
+            self._fail(f"the parameters became non-finite by step {first_step + len(values)}; "
+                       f"last finite loss {values[-1]:.6g}")
+        self.snap = _snapshot(self.model, self.opt, first_step + len(values))
+        return values[-1]
+
+    def _fail(self, msg: str):
+        step = _restore(self.model, self.opt, self.snap)
+        raise NonFiniteLossError(f"{msg}; the model and optimizer are restored to their state after step {step}")

@@ -1,4 +1,9 @@
-"""Small shared helpers: seeding, argument checks, k-means++ seeding, atomic file writes."""
+"""Small shared helpers: seeding, argument checks, k-means++ seeding, atomic file writes.
+
+Input checks that need the data's values (a range, a NaN) cost one host sync each. They run at
+the public entry points once per call; :func:`vaekit.train.fit` runs them on its first batch and
+then turns them off with :func:`input_checks` for the rest of its loop (a process-wide switch).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -28,11 +33,61 @@ def check_positive_int(**values) -> None:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
+_CHECKS = {"values": True}  # whether checks that read tensor values (one host sync each) run
+
+
+def value_checks_enabled() -> bool:
+    """Whether checks that read tensor values run (see :func:`input_checks`)."""
+    return _CHECKS["values"]
+
+
+@contextlib.contextmanager
+def input_checks(enabled: bool):
+    """Inside the block, checks that read tensor values (ranges, NaNs) run only if ``enabled``.
+    :func:`vaekit.train.fit` runs them on its first batch, then skips them in its hot loop."""
+    before = _CHECKS["values"]
+    _CHECKS["values"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _CHECKS["values"] = before
+
+
+def check_unit_interval(name: str, x: torch.Tensor, why: str = "a Bernoulli likelihood") -> torch.Tensor:
+    """Raise a ValueError naming ``name`` unless every value of ``x`` lies in [0, 1] (one host sync;
+    NaN fails). Skipped where :func:`input_checks` turned value checks off."""
+    if not _CHECKS["values"] or x.device.type == "meta" or not x.numel():
+        return x
+    lo, hi = torch.aminmax(x.detach())
+    if not bool((lo >= 0) & (hi <= 1)):
+        raise ValueError(f"{name} must lie in [0, 1] for {why}, got values in [{float(lo):.4g}, {float(hi):.4g}]"
+                         + ("; scale 0-255 pixels with x / 255" if float(hi) > 1 else ""))
+    return x
+
+
+def check_matches(name: str, x: torch.Tensor, module: torch.nn.Module, *, device: bool = True) -> torch.Tensor:
+    """Raise a clear error naming ``name`` when ``x`` does not match ``module``'s floating-point
+    parameters (or buffers) in dtype (floating ``x`` only) or, with ``device=True``, in device."""
+    ref = next((t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+    if ref is None or not isinstance(x, torch.Tensor):
+        return x
+    if x.is_floating_point() and x.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {ref.dtype}: "
+                        f"convert one to the other (e.g. {name}.to({ref.dtype}))")
+    if device and x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but the model is on {ref.device}: move one to the other")
+    return x
+
+
 def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, floating: bool = False,
-                 integer: bool = False, min_value: float | None = None, max_value: float | None = None) -> torch.Tensor:
-    """Raise a clear error naming ``name`` when ``x`` is not a tensor of the expected kind."""
+                 integer: bool = False, min_value: float | None = None, max_value: float | None = None,
+                 nonempty: bool = False) -> torch.Tensor:
+    """Raise a clear error naming ``name`` when ``x`` is not a tensor of the expected kind.
+    ``nonempty``: at least one example along dimension 0."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if nonempty and (x.dim() == 0 or x.shape[0] == 0):
+        raise ValueError(f"{name} must hold at least one example along dimension 0, got shape {tuple(x.shape)}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.dim() not in allowed:
@@ -63,16 +118,35 @@ def smoke_requested(smoke: bool = False) -> bool:
     return bool(smoke) or os.environ.get("VAEKIT_SMOKE", "").lower() not in ("", "0", "false", "no")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str = ".tmp"):
     """Write ``path`` through a temporary file beside it: on success the file replaces ``path`` in
-    one rename, on any error (or interruption) it is removed, so readers never see half a file."""
+    one rename, on any error (or interruption) it is removed, so readers never see half a file.
+    The file gets the mode a plain ``open`` would give it (0666 less the umask).
+
+    The temporary file is named ``path.name`` + 8 random characters + ``suffix``; a process killed
+    outright can leave one behind (:func:`vaekit.train.fit` removes its checkpoint's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=suffix)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the user's normal mode
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
