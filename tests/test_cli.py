@@ -1,7 +1,14 @@
-"""``vaekit run``: notebook selection, parameters, metrics.json, and failures that say where."""
+"""``vaekit run``: notebook selection, parameters, metrics.json, failures that say where, and
+nothing lost: atomic results, merged metrics, interrupted and failed runs that never replace a
+complete one, one-line usage errors. Tiny notebooks written in tmp_path; the series itself is
+only inspected, never executed here."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -10,6 +17,8 @@ import pytest
 from vaekit import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV.pop("VAEKIT_SMOKE", None)  # (conftest sets it for nbval; these tests say when they want smoke)
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:
@@ -21,21 +30,37 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
+# 01 applies smoke settings the way the series does (a cell after the parameters that calls
+# vaekit.smoke_requested and overwrites values); `fail` makes it fail on demand.
+SETUP = "import vaekit\nsmoke = vaekit.smoke_requested(smoke)\nif smoke:\n    steps = 2"
+
+
 @pytest.fixture
 def series_dir(tmp_path):
     d = tmp_path / "nbs"
     d.mkdir()
-    write_notebook(d / "01_first.ipynb", ["smoke = False\nscale = 2", "import vaekit\nvaekit.record('answer', 21 * scale)\nvaekit.record('smoke', smoke)"])
+    write_notebook(d / "01_first.ipynb", ["smoke = False\nscale = 2\nsteps = 10\nfail = False", SETUP,
+                                          "vaekit.record('answer', 21 * scale)\nvaekit.record('steps', steps)",
+                                          "assert not fail, 'asked to fail'"])
     write_notebook(d / "02_second.ipynb", ["smoke = False", "x = 1", "import vaekit\nvaekit.record('before', 1)", "assert x == 2, 'x should be two'"])
     write_notebook(d / "03_third.ipynb", ["smoke = False", "import vaekit\nvaekit.record('third', 3)"])
     return d
+
+
+@pytest.fixture(autouse=True)
+def no_smoke_env(monkeypatch):
+    monkeypatch.delenv("VAEKIT_SMOKE", raising=False)
+
+
+def metrics_of(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())["notebooks"]
 
 
 def test_resolve_by_number_name_and_path(series_dir):
     assert [p.stem for p in cli.resolve([], series_dir)] == ["01_first", "02_second", "03_third"]
     assert [p.stem for p in cli.resolve(["3", "01_first"], series_dir)] == ["01_first", "03_third"]
     assert cli.resolve([str(series_dir / "02_second.ipynb")], series_dir)[0].name == "02_second.ipynb"
-    with pytest.raises(SystemExit, match="no single notebook matches '7'"):
+    with pytest.raises(cli.UsageError, match="no single notebook matches '7'"):
         cli.resolve(["7"], series_dir)
 
 
@@ -44,47 +69,238 @@ def test_parse_value(text, value):
     assert cli.parse_value(text) == value
 
 
-def test_run_collects_metrics_and_parameters(series_dir, tmp_path):
+def test_parameters_are_read_from_the_parameters_cell(series_dir):
+    assert cli.notebook_parameters(series_dir / "01_first.ipynb") == ["smoke", "scale", "steps", "fail"]
+    assert cli.notebook_parameters(ROOT / "notebooks" / "00_setup.ipynb")[:3] == ["smoke", "seed", "data_root"]
+    first, third = series_dir / "01_first.ipynb", series_dir / "03_third.ipynb"
+    assert cli.split_parameters([first, third], {"scale": 3}) == {first: {"scale": 3}, third: {}}
+    with pytest.raises(cli.UsageError, match=r"-p scael: 01_first has no parameter 'scael' \(its parameters: smoke, scale, steps, fail\)"):
+        cli.split_parameters([first], {"scael": 3})
+    with pytest.raises(cli.UsageError, match="none of the chosen notebooks .01_first, 03_third. has a parameter 'scael'"):
+        cli.split_parameters([first, third], {"scael": 3})
+
+
+def test_runs_merge_and_a_failure_never_replaces_a_complete_result(series_dir, tmp_path):
     out = tmp_path / "out"
-    metrics, failures = cli.run(cli.resolve(["01", "03"], series_dir), out, {"scale": 3}, smoke=True, progress=False)
+    metrics, failures = cli.run(cli.resolve(["01"], series_dir), out, {"scale": 3}, smoke=True, progress=False)
     assert failures == []
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved["parameters"] == {"scale": 3, "smoke": True}
-    assert saved["notebooks"]["01_first"]["answer"] == 63 and saved["notebooks"]["01_first"]["smoke"] is True
-    assert saved["notebooks"]["03_third"]["third"] == 3
-    assert (out / "01_first.ipynb").exists() and (out / "03_third.ipynb").exists()
+    first = metrics_of(out)["01_first"]
+    assert first["answer"] == 63 and first["_status"] == "ok" and first["_smoke"] is True
+    # the values the notebook ran with: the smoke settings applied, the -p value passed
+    assert first["_parameters"] == {"smoke": True, "scale": 3, "steps": 2, "fail": False}
+    assert first["_requested"] == {"scale": 3, "smoke": True}
+    complete = (out / "01_first.ipynb").read_bytes()
+    assert not list(out.glob(".running*")), "no temporary files are left behind"
+
+    # a second run into the same folder keeps the first run's entry
+    cli.run(cli.resolve(["03"], series_dir), out, {}, progress=False)
+    assert set(metrics_of(out)) == {"01_first", "03_third"}
+
+    # a failing rerun of 01: the complete notebook and its numbers stay, the attempt is recorded
+    _, failures = cli.run(cli.resolve(["01"], series_dir), out, {"fail": True}, progress=False)
+    assert len(failures) == 1 and "01_first.ipynb failed in cell 3" in failures[0] and "asked to fail" in failures[0]
+    assert "the last complete run is kept" in failures[0]
+    assert (out / "01_first.ipynb").read_bytes() == complete
+    assert json.loads((out / "metrics" / "01_first.json").read_text())["answer"] == 63
+    entry = metrics_of(out)["01_first"]
+    assert entry["_status"] == "failed" and entry["_cell"] == 3 and "asked to fail" in entry["_error"]
+    assert entry["_parameters"]["fail"] is True and entry["_smoke"] is False
+    assert entry["_last_complete"]["answer"] == 63 and entry["_last_complete"]["_status"] == "ok"
+    assert entry["_notebook"] == "incomplete/01_first.ipynb"
+    partial = nbformat.read(out / "incomplete" / "01_first.ipynb", as_version=4)
+    assert partial.metadata.papermill.exception is True
+    assert partial.metadata.vaekit == {"status": "failed", "cell": 3, "error": entry["_error"]}
+    assert "03_third" in metrics_of(out)
 
 
 def test_failure_names_notebook_and_cell_and_stops(series_dir, tmp_path):
     out = tmp_path / "out"
     metrics, failures = cli.run(cli.resolve([], series_dir), out, {}, progress=False)
     assert len(failures) == 1
-    assert "02_second.ipynb failed in cell" in failures[0] and "AssertionError: x should be two" in failures[0]
+    assert "02_second.ipynb failed in cell 3" in failures[0] and "AssertionError: x should be two" in failures[0]
     assert "03_third" not in metrics, "the run stops at the first failure unless --keep-going"
     assert metrics["02_second"]["_status"] == "failed" and metrics["02_second"]["before"] == 1
-    _, failures = cli.run(cli.resolve([], series_dir), out, {}, keep_going=True, progress=False)
-    assert len(failures) == 1 and json.loads((out / "metrics.json").read_text())["notebooks"]["03_third"]["_status"] == "ok"
+    assert not (out / "02_second.ipynb").exists(), "only complete runs are written as NN_name.ipynb"
+    assert (out / "incomplete" / "02_second.ipynb").exists()
+    _, failures = cli.run(cli.resolve(["02", "03"], series_dir), out, {}, keep_going=True, progress=False)
+    assert len(failures) == 1 and metrics_of(out)["03_third"]["_status"] == "ok"
+
+
+def test_smoke_settings_and_explicit_values_do_not_clash_silently(series_dir, tmp_path):
+    with pytest.raises(cli.UsageError):  # (not a parameter of 03)
+        cli.run(cli.resolve(["03"], series_dir), tmp_path / "o", {"steps": 5}, smoke=True, progress=False)
+    metrics, failures = cli.run(cli.resolve(["01"], series_dir), tmp_path / "o", {"steps": 5}, smoke=True, progress=False)
+    assert len(failures) == 1
+    assert "01_first.ipynb did not start: ValueError: smoke settings replace -p steps 5 (smoke uses 2)" in failures[0]
+    assert "answer" not in metrics["01_first"], "the notebook stops before it computes anything"
+    assert metrics["01_first"]["_parameters"]["steps"] == 2
 
 
 def test_command_line_exit_status_and_message(series_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vaekit", "run", "02", "--notebook-dir", str(series_dir),
-                           "--out", str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True)
+                           "--out", str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 1
-    assert "02_second.ipynb failed in cell" in proc.stderr and "x should be two" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "vaekit", "run", "01", "--smoke", "-p", "scale", "5",
+    assert "02_second.ipynb failed in cell 3" in proc.stderr and "x should be two" in proc.stderr
+    # VAEKIT_SMOKE=1 is smoke mode, and metrics.json says so
+    proc = subprocess.run([sys.executable, "-m", "vaekit", "run", "01", "-p", "scale", "5",
                            "--notebook-dir", str(series_dir), "--out", str(tmp_path / "p"), "--no-progress"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**ENV, "VAEKIT_SMOKE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "executed notebooks:" in proc.stdout
-    assert json.loads((tmp_path / "p" / "metrics.json").read_text())["notebooks"]["01_first"]["answer"] == 105
+    entry = metrics_of(tmp_path / "p")["01_first"]
+    assert entry["answer"] == 105 and entry["steps"] == 2
+    assert entry["_smoke"] is True and entry["_parameters"]["smoke"] is True and entry["_environment"] == {"VAEKIT_SMOKE": "1"}
 
 
-def test_widget_state_is_stripped(tmp_path):
+def wait_for(path: Path, proc, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_interrupted_run_keeps_the_complete_notebook_and_says_where_it_stopped(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    write_notebook(d / "01_sleepy.ipynb", ["smoke = False\nseconds = 0", "import time, vaekit\nvaekit.record('before', 1)",
+                                           "time.sleep(seconds)", "vaekit.record('after', 2)"])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vaekit", "run", "01", "--notebook-dir", str(d), "--out", str(out), "--no-progress"]
+    subprocess.run(command, check=True, capture_output=True, env=ENV)
+    complete = (out / "01_sleepy.ipynb").read_bytes()
+
+    # Ctrl-C in a terminal: SIGINT to the whole process group (the runner and its kernel)
+    proc = subprocess.Popen(command + ["-p", "seconds", "600"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for(out / ".running" / "01_sleepy.metrics.json", proc)  # 'before' was recorded: the sleep is running
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "01_sleepy.ipynb was interrupted in cell 2" in stderr
+    assert "Traceback" not in stdout
+    assert (out / "01_sleepy.ipynb").read_bytes() == complete, "the complete notebook is untouched"
+    assert json.loads((out / "metrics" / "01_sleepy.json").read_text()) == {"before": 1, "after": 2}
+    entry = metrics_of(out)["01_sleepy"]
+    assert entry["_status"] == "interrupted" and entry["_cell"] == 2 and entry["before"] == 1 and "after" not in entry
+    assert entry["_parameters"]["seconds"] == 600
+    assert entry["_last_complete"]["after"] == 2
+    partial = nbformat.read(out / "incomplete" / "01_sleepy.ipynb", as_version=4)
+    assert partial.metadata.papermill.exception is True, "papermill's metadata must not claim it finished cleanly"
+    assert partial.metadata.vaekit["status"] == "interrupted" and partial.metadata.vaekit["cell"] == 2
+    status = {c.source: c.metadata.papermill.status for c in partial.cells}
+    assert status["time.sleep(seconds)"] == "interrupted"
+    assert status["vaekit.record('after', 2)"] == "pending", "a cell that never ran is not 'completed'"
+    assert not (out / ".running").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0"], "argument --threads: expected a positive whole number, got '0'"),
+    (["--timeout", "-5"], "argument --timeout: expected a positive whole number, got '-5'"),
+    (["-p", "scael", "3"], "-p scael: 01_first has no parameter 'scael'"),
+    (["--out", "{file}"], "is not a folder"),
+    (["--out", "{file}/sub"], "cannot write there"),
+    (["--out", "{bad_metrics}"], "its metrics.json is not a vaekit metrics file"),
+])
+def test_usage_errors_are_one_line_and_exit_2(series_dir, tmp_path, capsys, args, message):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{not json")
+    args = [a.format(file=tmp_path / "a_file", bad_metrics=tmp_path / "bad") for a in args]
+    argv = ["run", "01", "--notebook-dir", str(series_dir), "--no-progress"] + (["--out", str(tmp_path / "o")] if "--out" not in args else []) + args
+    try:
+        status = cli.main(argv)
+    except SystemExit as stop:  # argparse's errors
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists(), "nothing is created before the arguments are checked"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_read_only_out_folder_is_a_usage_error(series_dir, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert cli.main(["run", "01", "--notebook-dir", str(series_dir), "--out", str(ro), "--no-progress"]) == 2
+    finally:
+        ro.chmod(0o755)
+    assert "cannot write there" in capsys.readouterr().err
+
+
+BLOCK_RUNNER = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in {'papermill', 'nbformat', 'nbclient', 'ipykernel', 'jupyterlab', 'jupyter_client'}:
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
+    sys.meta_path.insert(0, Block())
+    from vaekit.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_without_the_runner_extra_run_says_what_to_install_and_list_still_works(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", BLOCK_RUNNER, "run", "00", "--smoke"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("vaekit run: needs the notebook runner (papermill, nbformat, ipykernel not installed): "
+                                   "pip install 'vaekit[notebooks]'")
+    proc = subprocess.run([sys.executable, "-c", BLOCK_RUNNER, "list"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.split()[0] == "00_setup", proc.stderr
+
+
+def test_default_notebook_dir_is_the_checkouts_series():
+    assert cli.default_notebook_dir() == ROOT / "notebooks"
+
+
+def test_notebooks_command_copies_the_series_and_keeps_edits(series_dir, tmp_path, capsys):
+    dest = tmp_path / "mine"
+    assert [p.name for p in cli.copy_series(dest, source=series_dir)] == ["01_first.ipynb", "02_second.ipynb", "03_third.ipynb"]
+    assert cli.copy_series(dest, source=series_dir) == [], "identical files are left as they are"
+    (dest / "02_second.ipynb").write_text((dest / "02_second.ipynb").read_text().replace("x = 1", "x = 2"))
+    (dest / "03_third.ipynb").unlink()
+    with pytest.raises(cli.UsageError, match="02_second.ipynb: already there and different .* --force overwrites them"):
+        cli.copy_series(dest, source=series_dir)
+    assert not (dest / "03_third.ipynb").exists(), "nothing is copied when an edited file is in the way"
+    assert [p.name for p in cli.copy_series(dest, force=True, source=series_dir)] == ["02_second.ipynb", "03_third.ipynb"]
+    # the command, with the series shipped with the package
+    assert cli.main(["notebooks", str(tmp_path / "series")]) == 0
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == [p.name for p in cli.series(ROOT / "notebooks")]
+    (tmp_path / "series" / "00_setup.ipynb").write_text("{}")
+    assert cli.main(["notebooks", str(tmp_path / "series")]) == 2
+    assert "00_setup.ipynb: already there and different" in capsys.readouterr().err
+
+
+def machine_paths(node, where="metadata"):
+    """(where, value) for every string in a notebook's metadata that is an absolute machine path."""
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in machine_paths(v, f"{where}.{k}")]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in machine_paths(v, f"{where}[{i}]")]
+    return [(where, node)] if isinstance(node, str) and node.startswith(("/work/", "/tmp/", "/root/", "/home/")) else []
+
+
+def test_clean_strips_widget_state_and_machine_paths(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": 1}}}
+    nb.metadata["papermill"] = {"input_path": "/work/main/notebooks/w.ipynb", "output_path": "/tmp/run/w.ipynb",
+                                "parameters": {"data_root": "/home/me/mnist"}, "exception": None}
+    nb.cells = [nbformat.v4.new_code_cell("1", metadata={"papermill": {"status": "completed", "where": "/root/x"}})]
     nbformat.write(nb, tmp_path / "w.ipynb")
-    cli.strip_widget_state(tmp_path / "w.ipynb")
-    assert "widgets" not in nbformat.read(tmp_path / "w.ipynb", as_version=4).metadata
+    assert cli.main(["clean", str(tmp_path / "w.ipynb")]) == 0
+    cleaned = nbformat.read(tmp_path / "w.ipynb", as_version=4)
+    assert "widgets" not in cleaned.metadata
+    assert cleaned.metadata.papermill == {"parameters": {}, "exception": None}
+    assert machine_paths(cleaned.metadata) == [] and machine_paths(cleaned.cells[0].metadata) == []
+    assert cleaned.cells[0].metadata.papermill.status == "completed"
 
 
 def test_the_series_is_in_order_and_each_has_a_parameters_cell():
@@ -96,3 +312,14 @@ def test_the_series_is_in_order_and_each_has_a_parameters_cell():
         assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
         assert "smoke" in tagged[0].source, f"{path.name}: the parameters cell needs a smoke switch"
         assert "widgets" not in nb.metadata, f"{path.name}: stored widget state must be stripped"
+        assert not any(cli.CAPTURE_TAG in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_committed_notebooks_carry_no_machine_paths():
+    found = {}
+    for path in cli.series(ROOT / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        hits = machine_paths(nb.metadata) + [hit for i, c in enumerate(nb.cells) for hit in machine_paths(c.metadata, f"cells[{i}].metadata")]
+        if hits:
+            found[path.name] = hits[:3]
+    assert not found, f"machine paths in notebook metadata (run `vaekit clean notebooks/*.ipynb`): {found}"
