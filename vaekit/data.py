@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import atomic_write
+from .utils import atomic_write, check_tensor, check_unit_interval
 
 ENV_ROOT = "VAEKIT_DATA"
 MIRRORS = (
@@ -253,8 +253,11 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     """Dynamic binarization: each pixel is 1 with probability equal to its intensity (fresh every call).
 
     Drawn as ``u < x`` with u uniform: the same distribution as ``torch.bernoulli(x)``, about three
-    times cheaper on a CPU, where it is a noticeable part of a training step.
+    times cheaper on a CPU, where it is a noticeable part of a training step. ``x`` must lie in
+    [0, 1] (checked once per call; inside :func:`vaekit.train.fit` on its first batch only).
     """
+    check_tensor("x", x, floating=True)
+    check_unit_interval("x", x, "binarization (intensities are probabilities)")
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (u < x).to(x.dtype)
 

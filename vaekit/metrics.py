@@ -9,9 +9,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import module_device
-from .objectives import elbo_terms
+from .objectives import check_input, check_likelihood_input, elbo_terms
 from .train import bf16_autocast_available
-from .utils import check_positive_int, check_tensor
+from .utils import check_positive_int, check_tensor, value_checks_enabled
 
 LN2 = math.log(2.0)
 
@@ -74,9 +74,9 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
     autocast: run the decoder under bfloat16 autocast (faster matrix products where the hardware
         has them); estimates move by hundredths of a nat (``tests/test_speed_paths.py``).
     """
-    check_tensor("x", x, floating=True)
-    check_positive_int(k=k)
     device = module_device(model)
+    check_input(model, x, device=False)  # x may live elsewhere: batches move to the model's device
+    check_positive_int(k=k)
     per_sample = math.prod(x.shape[1:])
     max_elements = chunk_elements(device) if max_elements is None else max_elements
     if not isinstance(max_elements, int) or max_elements < 1:
@@ -88,9 +88,13 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
     log_px_fn = _compiled(_log_px) if compile else _log_px
     autocast = autocast and bf16_autocast_available(device)
     out = []
+    unchecked = value_checks_enabled()
     for xb in tqdm(list(_batches(x, batch_size)), desc=f"log p(x), k={k}", disable=not progress, leave=False):
         xb = xb.to(device, non_blocking=True)
         q = model.encode(xb)
+        if unchecked:  # decoding one mean shows the likelihood: check all of x against it, once
+            check_likelihood_input(model.decode(q.mean[:1]), x)
+            unchecked = False
         z = q.sample((k,))  # (k, b, D)
         log_px = torch.cat([log_px_fn(model, xb, zc, autocast) for zc in z.split(sizes)])  # (k, b)
         out.append(log_mean_exp(log_px + model.prior.log_prob(z) - q.log_prob(z), 0))
@@ -99,13 +103,13 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
 
 @torch.no_grad()
 def evaluate_elbo(model, x: torch.Tensor, batch_size: int = 1000, **elbo_kwargs) -> dict[str, float]:
-    """Mean ELBO, reconstruction term and KL over a dataset (nats per example)."""
-    check_tensor("x", x, floating=True)
+    """Mean ELBO, reconstruction term and KL over a dataset (nats per example), summed in float64."""
     device = module_device(model)
-    sums = torch.zeros(3, device=device)
-    for xb in _batches(x, batch_size):
+    check_input(model, x, device=False)
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    for xb in _batches(x, batch_size):  # elbo_terms checks each batch, so all of x once
         t = elbo_terms(model, xb.to(device), **elbo_kwargs)
-        sums += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum()])
+        sums += torch.stack([t.elbo.double().sum(), t.reconstruction.double().sum(), t.kl.double().sum()])
     elbo_, rec, kl = (sums / x.shape[0]).tolist()
     return {"elbo": elbo_, "reconstruction": rec, "kl": kl}
 
@@ -123,6 +127,9 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: in
 
     Returns the count and the per-dimension variances ``[D]``.
     """
+    check_tensor("x", x, nonempty=True)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold at least two examples to estimate a variance, got shape {tuple(x.shape)}")
     var = posterior_means(model, x, batch_size).var(0)
     return int((var > threshold).sum()), var
 
@@ -130,6 +137,7 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: in
 @torch.no_grad()
 def kl_per_dim(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Mean KL(q(z_d|x) || p(z_d)) per latent dimension, ``[D]`` nats (diagonal Gaussian q and prior)."""
+    check_tensor("x", x, nonempty=True)
     device = module_device(model)
     total = None
     for xb in _batches(x, batch_size):
@@ -142,6 +150,12 @@ def kl_per_dim(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
 def codebook_usage(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
     """How often each of ``num_codes`` codes occurs in ``indices`` (any shape): counts ``[K]``."""
     check_tensor("indices", indices, integer=True)
+    check_positive_int(num_codes=num_codes)
+    if value_checks_enabled() and indices.numel():
+        lo, hi = torch.aminmax(indices.reshape(-1))
+        if not bool((lo >= 0) & (hi < num_codes)):
+            raise ValueError(f"indices must be codes in [0, {num_codes - 1}] (num_codes={num_codes}), "
+                             f"got values in [{int(lo)}, {int(hi)}]")
     return torch.bincount(indices.reshape(-1).long(), minlength=num_codes)[:num_codes]
 
 

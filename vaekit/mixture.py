@@ -108,6 +108,9 @@ class GaussianMixture(nn.Module):
         """p(x | z) for integer z of any shape ``[...]``: batch ``[...]``, event ``[D]``."""
         if not isinstance(z, torch.Tensor) or z.is_floating_point() or z.dtype == torch.bool:
             raise TypeError(f"z must be an integer tensor of component indices, got {getattr(z, 'dtype', type(z).__name__)}")
+        if z.numel() and not bool((z.min() >= 0) & (z.max() < self.num_components)):  # negative would wrap around
+            raise ValueError(f"z must be component indices in [0, {self.num_components - 1}], "
+                             f"got values in [{int(z.min())}, {int(z.max())}]")
         return MultivariateNormal(self.means[z], scale_tril=self.scale_tril[z])
 
     def distribution(self) -> MixtureSameFamily:
