@@ -92,10 +92,16 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
     for xb in tqdm(list(_batches(x, batch_size)), desc=f"log p(x), k={k}", disable=not progress, leave=False):
         xb = xb.to(device, non_blocking=True)
         q = model.encode(xb)
-        if unchecked:  # decoding one mean shows the likelihood: check all of x against it, once
-            check_likelihood_input(model.decode(q.mean[:1]), x)
-            unchecked = False
+        if unchecked:  # decoding one latent shows the likelihood: check all of x against it, once
+            try:  # before sampling, which a NaN in x can break with a less clear error
+                check_likelihood_input(model.decode(q.mean[:1]), x)
+                unchecked = False
+            except (AttributeError, NotImplementedError):  # a q without a mean: after sampling
+                pass
         z = q.sample((k,))  # (k, b, D)
+        if unchecked:
+            check_likelihood_input(model.decode(z[0, :1]), x)
+            unchecked = False
         log_px = torch.cat([log_px_fn(model, xb, zc, autocast) for zc in z.split(sizes)])  # (k, b)
         out.append(log_mean_exp(log_px + model.prior.log_prob(z) - q.log_prob(z), 0))
     return torch.cat(out)
