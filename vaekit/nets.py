@@ -125,3 +125,30 @@ class Decoder(nn.Module):
         body = nn.Sequential(nn.Linear(latent_dim, hidden * 49), nn.ReLU(),
                              nn.Unflatten(-1, (hidden, 7, 7)), deconv_trunk(hidden, hidden, c))
         return cls(body, x_shape, likelihood, sigma)
+
+
+from .discretized import discretized_logistic  # noqa: E402  (grey-level pixels for the decoder below)
+
+
+class DiscretizedLogisticDecoder(nn.Module):
+    """z ``[..., D]`` -> p(x|z) over 8-bit grey levels: independent discretized-logistic pixels
+    (:class:`vaekit.discretized.DiscretizedLogistic`) with a location and a scale per pixel, both
+    computed from z. The body maps z to ``2 * prod(x_shape)`` numbers: the locations and the
+    pre-softplus scales; ``min_scale`` (on the [0, 1) axis) keeps the scales away from zero.
+    """
+
+    def __init__(self, body: nn.Module, x_shape: Sequence[int], bins: int = 256, min_scale: float = 1e-3):
+        super().__init__()
+        if not min_scale > 0:
+            raise ValueError(f"min_scale must be positive, got {min_scale!r}")
+        self.body, self.x_shape, self.bins, self.min_scale = body, tuple(x_shape), bins, min_scale
+
+    def forward(self, z: torch.Tensor):
+        lead = z.shape[:-1]
+        out = self.body(z.reshape(-1, z.shape[-1])).reshape(*lead, 2, *self.x_shape)  # (..., 2, C, H, W)
+        loc, pre_scale = out.unbind(len(lead))  # (..., C, H, W) each
+        return discretized_logistic(loc, F.softplus(pre_scale) + self.min_scale, len(self.x_shape), self.bins)
+
+    @classmethod
+    def mlp(cls, x_shape=(1, 28, 28), latent_dim=20, hidden=(400,), activation="relu", bins=256, min_scale=1e-3):
+        return cls(mlp([latent_dim, *hidden, 2 * math.prod(x_shape)], activation), x_shape, bins, min_scale)
