@@ -169,3 +169,63 @@ def test_estimates_follow_the_parameter_dtype():
     g = toy_grads("pathwise", mu, 2, 10)
     assert g.dtype == torch.float64 and g.shape == (10, 2)
     assert math.isfinite(gradients.estimator_stats(g).variance)
+
+
+def test_estimate_dispatches_to_the_named_estimator():
+    mu = torch.zeros(2)
+    for method, baseline, direct in (("pathwise", None, lambda q: gradients.pathwise_estimate(toy_loss, q, 3)),
+                                     ("score", None, lambda q: gradients.score_function_estimate(toy_loss, q, 3)),
+                                     ("score", "loo", lambda q: gradients.score_function_estimate(toy_loss, q, 3, "loo"))):
+        grads = []
+        for run in (lambda q: gradients.estimate(toy_loss, q, 3, method, baseline), direct):
+            torch.manual_seed(0)
+            grads.append(gradients.gradient_estimates(lambda th: run(toy_q(th)), mu, 50))
+        torch.testing.assert_close(grads[0], grads[1])  # same draws, same gradients
+    with pytest.raises(ValueError, match="method"):
+        gradients.estimate(toy_loss, toy_q(mu), 3, "reparam")
+    with pytest.raises(ValueError, match="baseline"):
+        gradients.estimate(toy_loss, toy_q(mu), 3, "pathwise", "loo")
+
+
+def test_elbo_estimate_dispatches_and_gaussian_from_params_splits_theta():
+    model = LinearGaussian.random(4, 2, sigma=0.5, seed=0, learnable=False)
+    x = model.sample(3, torch.Generator().manual_seed(1))[0]
+    theta = torch.tensor([0.3, -0.2, -1.0, 0.5])
+    q = gradients.gaussian_from_params(theta.expand(3, 4))
+    torch.testing.assert_close(q.mean, torch.tensor([0.3, -0.2]).expand(3, 2))
+    torch.testing.assert_close(q.stddev, torch.tensor([-1.0, 0.5]).exp().expand(3, 2))
+    for kwargs, direct in ((dict(method="pathwise"), lambda: elbo(model, x, 4, analytic_kl=True, q=q)),
+                           (dict(method="pathwise", analytic_kl=False), lambda: elbo(model, x, 4, analytic_kl=False, q=q)),
+                           (dict(method="score", baseline="loo"), lambda: gradients.score_function_elbo(model, x, q, 4, "loo"))):
+        torch.manual_seed(0)
+        got = gradients.elbo_estimate(model, x, q, 4, **kwargs)
+        torch.manual_seed(0)
+        torch.testing.assert_close(got, direct())
+    with pytest.raises(ValueError, match="method"):
+        gradients.elbo_estimate(model, x, q, 4, method="reinforce")
+    with pytest.raises(ValueError, match="theta"):
+        gradients.gaussian_from_params(torch.zeros(3))
+
+
+def test_loglog_slope():
+    assert gradients.loglog_slope({1: 8.0, 2: 4.0, 8: 1.0}) == pytest.approx(-1.0)
+    assert gradients.loglog_slope({1: 1.0, 10: 100.0}) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        gradients.loglog_slope({0: 1.0, 1: 2.0})
+
+
+def test_descend_returns_every_iterate_and_reaches_the_optimum():
+    path = gradients.descend(lambda mu: gradients.estimate(toy_loss, toy_q(mu), 4, "pathwise"), torch.zeros(2), 300, 0.02,
+                             optimizer="sgd")
+    assert path.shape == (301, 2) and torch.equal(path[0], torch.zeros(2))
+    assert (path[-50:] - C).norm(dim=-1).mean() < 0.3  # SGD on E||x - c||^2 settles near c
+
+
+def test_compare_estimators_measures_every_estimator_and_size():
+    estimators = {"pathwise": lambda th, n: gradients.estimate(toy_loss, toy_q(th), n),
+                  "leave-one-out": lambda th, n: gradients.estimate(toy_loss, toy_q(th), n, "score", "loo")}
+    stats = gradients.compare_estimators(estimators, torch.zeros(2), [1, 4], 4000, exact=2 * (torch.zeros(2) - C),
+                                         needs_two=lambda name: "leave" in name)
+    assert set(stats["pathwise"]) == {1, 4} and set(stats["leave-one-out"]) == {4}
+    assert abs(stats["pathwise"][4].variance * 4 / 8 - 1) < 0.15  # 8 / S exactly
+    assert all(s.z_scores.abs().max() < 4.5 for d in stats.values() for s in d.values())

@@ -5,23 +5,12 @@ import pytest
 import torch
 
 from vaekit import data
-from vaekit.mixture import GaussianMixture, em_step, fit_em, match_components
+from vaekit.mixture import GaussianMixture, brute_force_log_marginal, em_step, fit_em, match_components
 from vaekit.train import fit
 
 
 def toy(n=2000, seed=0):
     return data.gaussian_clusters(n, data.TOY_MEANS, data.TOY_COVARIANCES, seed=seed)
-
-
-def numpy_log_marginal(means, covs, weights, x):
-    """log sum_k pi_k N(x; mu_k, Sigma_k), every density written out, summed in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    total = np.zeros(len(x))
-    for mu, cov, w in zip(np.asarray(means, np.float64), np.asarray(covs, np.float64), np.asarray(weights, np.float64)):
-        diff = x - mu
-        maha = np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff)
-        total += w * np.exp(-0.5 * maha) / np.sqrt(np.linalg.det(2 * np.pi * cov))
-    return np.log(total)
 
 
 def random_mixture(seed=0, k=4, d=3):
@@ -45,10 +34,24 @@ def test_parameters_round_trip():
 def test_log_marginal_matches_written_out_sum():
     m = random_mixture()
     x = 2 * torch.randn(50, 3)
-    want = numpy_log_marginal(m.means.detach(), m.covariances.detach(), m.weights.detach(), x)
+    want = brute_force_log_marginal(m.means.detach(), m.covariances.detach(), m.weights.detach(), x)
     with torch.no_grad():
         np.testing.assert_allclose(m.log_marginal(x).numpy(), want, atol=1e-4)
         np.testing.assert_allclose(m.log_marginal_by_sum(x).numpy(), want, atol=1e-4)
+
+
+def test_brute_force_log_marginal_matches_scipy_and_rejects_bad_shapes():
+    from scipy.stats import multivariate_normal
+
+    m = random_mixture(seed=3)
+    x = 2 * torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    means, covs, w = m.means.detach().double(), m.covariances.detach().double(), m.weights.detach().double()
+    want = np.log(sum(float(w[k]) * multivariate_normal(means[k].numpy(), covs[k].numpy()).pdf(x.double().numpy())
+                      for k in range(4)))
+    np.testing.assert_allclose(brute_force_log_marginal(means, covs, w, x), want, rtol=1e-12)
+    assert np.isneginf(brute_force_log_marginal(means, covs, w, torch.full((1, 3), 1e3))).all()  # underflows, as documented
+    with pytest.raises(ValueError, match="covariances"):
+        brute_force_log_marginal(means, covs[:, :2], w, x)
 
 
 def test_density_integrates_to_one():

@@ -13,10 +13,15 @@ estimates at once (one backward pass), and :func:`estimator_stats` summarises th
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
+from torch import nn
 
+from .distributions import diag_gaussian
+from .objectives import elbo
+from .train import fit
 from .utils import check_positive_int
 
 
@@ -81,6 +86,42 @@ def score_function_elbo(model, x: torch.Tensor, q, k: int = 1, baseline=None) ->
     return score_function_surrogate(f, log_q, baseline).mean(0)
 
 
+def estimate(fn: Callable[[torch.Tensor], torch.Tensor], q, n: int, method: str = "pathwise", baseline=None) -> torch.Tensor:
+    """The ``n``-sample surrogate of E_q[fn(z)] by ``method``: ``"pathwise"`` (reparameterized,
+    :func:`pathwise_estimate`) or ``"score"`` (REINFORCE, :func:`score_function_estimate` with
+    ``baseline``: None, a value, or ``"loo"``). ``[*batch]``."""
+    if method == "pathwise":
+        if baseline is not None:
+            raise ValueError("baseline applies to method='score' only")
+        return pathwise_estimate(fn, q, n)
+    if method == "score":
+        return score_function_estimate(fn, q, n, baseline)
+    raise ValueError(f"method must be 'pathwise' or 'score', got {method!r}")
+
+
+def elbo_estimate(model, x: torch.Tensor, q, k: int = 1, method: str = "pathwise", analytic_kl: bool = True,
+                  baseline=None) -> torch.Tensor:
+    """The ``k``-sample ELBO per example ``[B]`` with the gradient for q's parameters chosen by ``method``:
+    ``"pathwise"`` is :func:`vaekit.objectives.elbo` (``analytic_kl=True``: Kingma & Welling's SGVB
+    estimator B, ``False``: A); ``"score"`` is :func:`score_function_elbo` with ``baseline``."""
+    if method == "pathwise":
+        if baseline is not None:
+            raise ValueError("baseline applies to method='score' only")
+        return elbo(model, x, k, analytic_kl=analytic_kl, q=q)
+    if method == "score":
+        return score_function_elbo(model, x, q, k, baseline)
+    raise ValueError(f"method must be 'pathwise' or 'score', got {method!r}")
+
+
+def gaussian_from_params(theta: torch.Tensor):
+    """The diagonal Gaussian with parameters ``theta [..., 2d]`` = (mean, log standard deviation):
+    batch ``[...]``, event ``[d]`` -- the variational parameters as one flat vector."""
+    if theta.dim() < 1 or theta.shape[-1] % 2:
+        raise ValueError(f"theta must be [..., 2d] (means, then log standard deviations), got shape {tuple(theta.shape)}")
+    d = theta.shape[-1] // 2
+    return diag_gaussian(theta[..., :d], theta[..., d:].exp())
+
+
 def gradient_estimates(estimate: Callable[[torch.Tensor], torch.Tensor], param: torch.Tensor, repeats: int) -> torch.Tensor:
     """``repeats`` independent gradient estimates at ``param``, shape ``[repeats, *param.shape]``.
 
@@ -142,4 +183,45 @@ class ParameterTrace:
 
 
 __all__ = ["score_function_surrogate", "score_function_estimate", "pathwise_estimate", "score_function_elbo",
+           "estimate", "elbo_estimate", "gaussian_from_params", "loglog_slope", "descend", "compare_estimators",
            "gradient_estimates", "EstimatorStats", "estimator_stats", "ParameterTrace"]
+
+
+def loglog_slope(values: dict) -> float:
+    """Least-squares slope of log y against log x for ``{x: y}`` (positive both): -1 for y proportional to 1/x."""
+    if len(values) < 2 or any(not (k > 0 and v > 0) for k, v in values.items()):
+        raise ValueError(f"values must map at least two positive x to positive y, got {values!r}")
+    lx = torch.tensor([math.log(k) for k in values], dtype=torch.float64)
+    ly = torch.tensor([math.log(v) for v in values.values()], dtype=torch.float64)
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return float((lx * ly).sum() / lx.pow(2).sum())
+
+
+def descend(loss: Callable[[torch.Tensor], torch.Tensor], theta0: torch.Tensor, steps: int, lr: float,
+            optimizer: str = "adam", seed: int = 0) -> torch.Tensor:
+    """Minimise a stochastic ``loss(theta)`` (e.g. minus an estimator's surrogate) by ``steps`` steps of
+    ``optimizer`` (``"adam"`` or ``"sgd"``) from ``theta0``, with :func:`vaekit.train.fit` on a dummy
+    one-example dataset (all the randomness is in the loss). Returns every iterate, ``[steps + 1, *theta0.shape]``
+    on the CPU, ``theta0`` first."""
+    params = nn.ParameterDict({"theta": nn.Parameter(theta0.detach().clone())})
+    trace = ParameterTrace(params["theta"])
+    fit(params, lambda m, _: loss(m["theta"]), torch.zeros(1, 1, device=theta0.device), steps=steps, batch_size=1,
+        optimizer=optimizer, lr=lr, device=theta0.device, seed=seed, callbacks=[trace], progress=False)
+    return trace.values
+
+
+def compare_estimators(estimators: dict, param: torch.Tensor, sizes, repeats: int, exact: torch.Tensor | None = None,
+                       min_size: int = 1, needs_two=lambda name: False) -> dict:
+    """:func:`estimator_stats` of ``repeats`` gradient estimates at ``param`` for every estimator and sample size:
+    ``{name: {n: EstimatorStats}}``. ``estimators`` maps a display name to ``estimate(theta, n)``, the
+    ``n``-sample surrogate for ``repeats`` stacked copies of ``param`` (see :func:`gradient_estimates`);
+    sizes below ``min_size``, or below 2 where ``needs_two(name)`` (a leave-one-out baseline), are skipped."""
+    out = {}
+    for name, estimate in estimators.items():
+        out[name] = {}
+        for n in sizes:
+            if n < min_size or (n < 2 and needs_two(name)):
+                continue
+            grads = gradient_estimates(lambda theta: estimate(theta, n), param, repeats)
+            out[name][n] = estimator_stats(grads, exact)
+    return out

@@ -235,3 +235,29 @@ def match_components(model: GaussianMixture, means: torch.Tensor) -> list[int]:
     cost = (torch.cdist(means, model.means.detach()) ** 2).tolist()  # (K, K): reference i vs model j
     best = min(itertools.permutations(range(k)), key=lambda p: sum(cost[i][j] for i, j in enumerate(p)))
     return list(best)
+
+
+def brute_force_log_marginal(means, covariances, weights, x) -> "np.ndarray":
+    """log sum_k pi_k N(x; mu_k, Sigma_k) with every Gaussian density written out in NumPy float64,
+    ``[N]`` nats for ``x [N, D]``: an evaluation independent of ``torch.distributions``, to check it.
+
+    N(x; mu, Sigma) = det(2 pi Sigma)^(-1/2) exp(-(x - mu)^T Sigma^-1 (x - mu) / 2). The densities
+    are summed before the log, so points far from every component underflow to -inf (which is
+    what ``logsumexp`` avoids).
+    """
+    import numpy as np
+
+    def numpy64(a):
+        return (a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64))
+
+    means, covariances, weights, x = numpy64(means), numpy64(covariances), numpy64(weights), numpy64(x)
+    if x.ndim != 2 or means.ndim != 2 or covariances.shape != means.shape + means.shape[-1:] or weights.shape != means.shape[:1]:
+        raise ValueError(f"expected x [N, D], means [K, D], covariances [K, D, D], weights [K]; got {x.shape}, "
+                         f"{means.shape}, {covariances.shape}, {weights.shape}")
+    total = np.zeros(len(x))
+    for mu, cov, w in zip(means, covariances, weights):
+        diff = x - mu  # (N, D)
+        maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        total += w * np.exp(-0.5 * maha) / np.sqrt(np.linalg.det(2 * np.pi * cov))
+    with np.errstate(divide="ignore"):
+        return np.log(total)

@@ -88,3 +88,23 @@ def curves(series: dict[str, Sequence[float]], title: str, xaxis: str = "epoch",
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def xy_lines(series: dict, title: str, xaxis: str, yaxis: str, log_x: bool = False, log_y: bool = False,
+             height: int = 450, tick_at_points: bool = False) -> go.Figure:
+    """Named lines with markers, each given as a mapping ``{x: y}`` or a pair ``(xs, ys)``; on log axes
+    when asked (``tick_at_points`` puts the x ticks at the union of the xs, for a few sizes on a log axis)."""
+    fig = go.Figure()
+    xs_all = set()
+    for name, values in series.items():
+        xs, ys = (sorted(values), [values[k] for k in sorted(values)]) if isinstance(values, dict) else values
+        xs, ys = list(xs), list(ys)
+        if len(xs) != len(ys):
+            raise ValueError(f"series {name!r} has {len(xs)} x values and {len(ys)} y values")
+        xs_all.update(xs)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=height)
+    fig.update_xaxes(type="log" if log_x else "linear", tickvals=sorted(xs_all) if tick_at_points else None)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
