@@ -121,33 +121,63 @@ def _parameters_cell(nb: dict) -> tuple[int, str] | None:
     return None
 
 
-def notebook_parameters(path: Path) -> list[str]:
-    """The names the notebook's ``parameters`` cell assigns, in order (empty if it has none)."""
+def notebook_defaults(path: Path) -> dict:
+    """The names the notebook's ``parameters`` cell assigns, in order, with their default values
+    where the value is a literal (else ``...``); empty if it has no parameters cell."""
     found = _parameters_cell(_read_json(path))
     if found is None:
-        return []
-    names: list[str] = []
+        return {}
+    defaults: dict = {}
 
-    def add(target):
-        if isinstance(target, ast.Name) and target.id not in names:
-            names.append(target.id)
+    def add(target, value):
+        if isinstance(target, ast.Name):
+            try:
+                literal = ast.literal_eval(value) if value is not None else ...
+            except (ValueError, SyntaxError, TypeError):
+                literal = ...
+            defaults[target.id] = literal if target.id not in defaults else ...
         elif isinstance(target, (ast.Tuple, ast.List)):
-            for t in target.elts:
-                add(t)
+            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) else [None] * len(target.elts)
+            for t, v in zip(target.elts, values):
+                add(t, v)
 
     for node in ast.parse(found[1]).body:
-        for target in (node.targets if isinstance(node, ast.Assign) else
-                       [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []):
-            add(target)
-    return names
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                add(target, node.value)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            add(node.target, None)
+    return defaults
+
+
+def notebook_parameters(path: Path) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns, in order (empty if it has none)."""
+    return list(notebook_defaults(path))
+
+
+def _kind(value) -> str | None:
+    """What a default's type asks of a -p value: None where anything goes."""
+    for kind, types in (("a bool", bool), ("an int", int), ("a number", float), ("a string", str), ("a list", (list, tuple))):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _fits(kind: str | None, value) -> bool:
+    return {None: True, "a bool": isinstance(value, bool),
+            "an int": isinstance(value, int) and not isinstance(value, bool),
+            "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "a string": isinstance(value, str), "a list": isinstance(value, (list, tuple))}[kind] or value is None
 
 
 def split_parameters(notebooks: list[Path], parameters: dict) -> dict[Path, dict]:
     """Check every requested parameter against the notebooks' ``parameters`` cells and return the
     values each notebook gets (only the names it has). Raises :class:`UsageError` naming a
-    parameter no chosen notebook has."""
-    known = {nb: notebook_parameters(nb) for nb in notebooks}
-    for name in parameters:
+    parameter no chosen notebook has, or a value of another type than the parameter's default
+    (``-p epochs 1.5`` where ``epochs = 40``; a number is fine where the default is a float, and
+    anything where it is ``None``)."""
+    known = {nb: notebook_defaults(nb) for nb in notebooks}
+    for name, value in parameters.items():
         if not any(name in names for names in known.values()):
             if len(notebooks) == 1:
                 nb = notebooks[0]
@@ -155,6 +185,10 @@ def split_parameters(notebooks: list[Path], parameters: dict) -> dict[Path, dict
                                  f"(its parameters: {', '.join(known[nb]) or 'none'})")
             raise UsageError(f"-p {name}: none of the chosen notebooks ({', '.join(nb.stem for nb in notebooks)}) "
                              f"has a parameter {name!r}")
+        for nb, defaults in known.items():
+            if name in defaults and defaults[name] is not ... and not _fits(_kind(defaults[name]), value):
+                raise UsageError(f"-p {name} {value!r}: {nb.stem}'s {name} is {_kind(defaults[name])} "
+                                 f"(default {defaults[name]!r}), got {type(value).__name__}")
     return {nb: {k: v for k, v in parameters.items() if k in known[nb]} for nb in notebooks}
 
 
@@ -586,7 +620,8 @@ def _missing_runner() -> list[str]:
 RUN_HELP = """\
 Parameters: -p NAME VALUE sets a parameter of the notebooks' parameters cell (VALUE is read as a
 Python literal, else as a string). Each NAME is checked before anything runs: it must be a
-parameter of at least one chosen notebook, and it is passed only to the notebooks that have it.
+parameter of at least one chosen notebook, and it is passed only to the notebooks that have it;
+VALUE must have the default's type (an int is fine for a float, anything for None).
 --smoke (or VAEKIT_SMOKE=1) turns on each notebook's smoke settings; -p may set anything those
 leave alone (seed, data_root, ...), and a -p value the smoke settings replace stops the notebook
 with an error naming it. metrics.json records, per notebook, the values it actually ran with.
