@@ -297,3 +297,42 @@ def test_nearest_neighbour_accuracy_is_a_half_for_one_distribution_one_when_apar
         vqvae.nearest_neighbour_accuracy(a, b[:10])
     with pytest.raises(TypeError, match="real"):
         vqvae.nearest_neighbour_accuracy(a, b.long())
+
+
+# --- figures and the code editor of notebook 08 --------------------------------------------------
+def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_grid():
+    import numpy as np
+
+    from vaekit import vq_viz
+
+    torch.manual_seed(0)
+    model = VQVAE(8, 4, hidden=8).eval()
+    x = torch.rand(6, 1, 28, 28).bernoulli()
+    monitor = vqvae.CodebookMonitor(x, every=1)
+    monitor.measure(model, 0)
+    monitor.measure(model, 1)
+    monitors = {"a": monitor, "b": monitor}
+    curves = vq_viz.usage_curves(monitors, 8)
+    assert len(curves.data) == 4 and curves.layout.xaxis.title.text == "training step"
+    assert curves.layout.yaxis.title.text and curves.layout.yaxis2.title.text == "codes unused on 6 digits (%)"
+    assert len(vq_viz.usage_heatmaps(monitors).data) == 2 and len(vq_viz.usage_histogram(monitors).data) == 2
+
+    pca = vq_viz.codebook_pca({"m": model}, x)
+    assert pca.layout.xaxis.title.text == "1st principal direction" and pca.layout.yaxis.title.text == "2nd principal direction"
+    assert len(pca.data[1].x) + len(pca.data[2].x) == 8  # every code drawn once, used or unused
+    assert np.var(pca.data[0].x) >= np.var(pca.data[0].y)  # the first principal direction has the larger spread
+    z = vq_viz.encoder_outputs(model, x)
+    assert z.shape == (6 * 49, 4)
+    torch.testing.assert_close(z[:49], model.encode(x[:1]).permute(0, 2, 3, 1).reshape(49, 4).detach())
+
+    editor = vq_viz.CodeEditor(model, model.codes(x))
+    new = (editor.sliders["code"].value + 1) % 8
+    editor.sliders["code"].value = new  # drives the redraw
+    assert editor.panel.data[0].z[3][3] == new
+    with torch.no_grad():
+        expected = model.decode_indices(editor.edited_grid()[None]).mean[0, 0].numpy()
+    np.testing.assert_allclose(np.asarray(editor.panel.data[1].z), expected, rtol=1e-6)
+    editor.sliders["row"].value = 1
+    assert editor.panel.layout.shapes[0].y0 == 0.5
+    with pytest.raises(ValueError, match="grids"):
+        vq_viz.CodeEditor(model, torch.full((1, 7, 7), 8))
