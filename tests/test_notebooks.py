@@ -80,6 +80,8 @@ EXPECTED = {
         "dead_fraction_plain": lambda v: 0 <= v <= 1,
         "prior_nll_nats": lambda v: 0 < v < 49 * math.log(64),  # below the uniform prior over codes
         "bits_per_dim_vqvae": lambda v: 0 < v < 1,
+        "bits_per_dim_vae": lambda v: 0 < v < 1,
+        "bits_per_dim_vae_elbo": lambda v: 0 < v < 1,
         "recon_mse": lambda v: 0 < v < 0.25,
     },
 }
@@ -91,6 +93,9 @@ RELATIONS = {
     "08_vqvae": [
         ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
         ("bits = nats / ln 2", lambda m: abs(m["prior_nll_bits"] - m["prior_nll_nats"] / math.log(2)) < 1e-3 * m["prior_nll_bits"]),
+        ("the VQ-VAE's bound includes its prior term", lambda m: m["bits_per_dim_vqvae"] * 784 * math.log(2) > m["prior_nll_nats"]),
+        ("the VAE's importance-sampled NLL is below its -ELBO", lambda m: m["bits_per_dim_vae"] <= m["bits_per_dim_vae_elbo"]),
+        ("on one scale the VAE is ahead of the VQ-VAE", lambda m: m["bits_per_dim_vqvae"] > m["bits_per_dim_vae_elbo"]),
     ],
 }
 
