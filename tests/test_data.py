@@ -388,10 +388,10 @@ def test_truncated_or_non_gzip_files_are_named(tmp_path):
 def test_a_damaged_embedded_file_is_refused_and_named(tmp_path, monkeypatch):
     from vaekit import _embedded
 
-    good = (files_root := tmp_path / "pkg" / "_data")
-    files_root.mkdir(parents=True)
+    folder = tmp_path / "pkg" / "_data"
+    folder.mkdir(parents=True)
     raw = (_embedded.files("vaekit") / "_data" / _embedded.FILE).read_bytes()
-    (good / _embedded.FILE).write_bytes(raw[: len(raw) // 2])
+    (folder / _embedded.FILE).write_bytes(raw[: len(raw) // 2])  # truncated
     monkeypatch.setattr(_embedded, "files", lambda package: tmp_path / "pkg")
     with pytest.raises(RuntimeError, match=r"embedded digits .*mnist_5k.npz are damaged"):
         data.embedded_digits("train")

