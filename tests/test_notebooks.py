@@ -25,6 +25,7 @@ EXPECTED = {
         "gd_bruteforce_error": lambda v: v < 1e-4,
         "posterior_accuracy": lambda v: v > 0.9,
         "em_loglik": lambda v: -3.3 < v < -2.9,
+        "truth_minus_em_heldout": lambda v: v > 0,  # the fit's gain on its training points is lost on new ones
     },
     "02_prior_sampling": {
         "prior_ratio_mean_mixture_k1": lambda v: 0.7 < v < 1.3,
@@ -42,17 +43,17 @@ EXPECTED = {
         "tail_relative_error": lambda v: v < 0.1,
     },
     "04_elbo": {
-        "elbo_plus_kl_error": lambda v: v < 1e-9,
+        "elbo_plus_kl_error": lambda v: v < 1e-12,
         "elbo_gap_at_posterior": lambda v: v < 1e-9,
-        "elbo_var_ratio_a_over_b_at_optimum": lambda v: v < 0.1,
-        "elbo_var_ratio_a_over_b_narrow_q": lambda v: v > 10,
+        "elbo_var_ratio_a_over_b_at_optimum": lambda v: v < 0.01,
+        "elbo_var_ratio_a_over_b_narrow_q": lambda v: v > 100,
         "amortization_gap": lambda v: 0 < v < 2,
         "approximation_gap": lambda v: -1e-4 < v < 0.5,
     },
     "05_gradient_estimators": {
         "reinforce_over_pathwise_variance": lambda v: 300 < v < 3000,
         "elbo_reinforce_over_pathwise_variance": lambda v: 50 < v < 1000,
-        "loo_baseline_variance_reduction": lambda v: v > 3,
+        "loo_baseline_variance_reduction": lambda v: 5 < v < 20,
         "elbo_variance_ratio_growth": lambda v: v > 10,
         "bernoulli_final_p_reinforce": lambda v: v < 0.1,
         "bernoulli_final_p_relaxed_t1": lambda v: v > 0.2,
@@ -88,6 +89,8 @@ EXPECTED = {
 
 # relations between numbers of the same notebook
 RELATIONS = {
+    "05_gradient_estimators": [("pathwise black-box VI ends far closer to the posterior",
+                                lambda m: 5 * m["bbvi_final_kl_pathwise"] < m["bbvi_final_kl_reinforce"])],
     "06_vae": [("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"])],
     "07_iwae": [("at k = 1 the IWAE and the VAE are the same model", lambda m: m["nll_iwae_k1"] == m["nll_vae_k1"])],
     "08_vqvae": [
