@@ -176,7 +176,12 @@ def split_parameters(notebooks: list[Path], parameters: dict) -> dict[Path, dict
     parameter no chosen notebook has, or a value of another type than the parameter's default
     (``-p epochs 1.5`` where ``epochs = 40``; a number is fine where the default is a float, and
     anything where it is ``None``)."""
-    known = {nb: notebook_defaults(nb) for nb in notebooks}
+    known = {}
+    for nb in notebooks:
+        try:
+            known[nb] = notebook_defaults(nb)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise UsageError(f"{nb}: cannot read its parameters cell ({type(err).__name__}: {err})") from None
     for name, value in parameters.items():
         if not any(name in names for names in known.values()):
             if len(notebooks) == 1:
@@ -329,11 +334,11 @@ def shrink_pngs(path: Path, colors: int = 256) -> None:
 def describe_failure(nb_path: Path, err, cell: int | None = None) -> str:
     exec_count = getattr(err, "exec_count", None)
     source = (getattr(err, "source", "") or "").strip().splitlines()
-    where = (f"cell {cell}" + (f" (In [{exec_count}])" if exec_count is not None else "")) if cell is not None else "a cell"
+    where = (f"cell {cell}" + (f" (In [{exec_count}])" if exec_count is not None else "")) if cell is not None else "before its first cell"
     if source and source[0].startswith("# vaekit run:"):  # the capture cell: a parameter clash
         return f"{nb_path.name} did not start: {_error_text(err)}"
     first = f"\n    {source[0][:100]}" if source else ""
-    return f"{nb_path.name} failed in {where}:{first}\n    {_error_text(err)}"
+    return f"{nb_path.name} failed {'in ' * (cell is not None)}{where}:{first}\n    {_error_text(err)}"
 
 
 def _error_text(err) -> str:
@@ -625,6 +630,8 @@ VALUE must have the default's type (an int is fine for a float, anything for Non
 --smoke (or VAEKIT_SMOKE=1) turns on each notebook's smoke settings; -p may set anything those
 leave alone (seed, data_root, ...), and a -p value the smoke settings replace stops the notebook
 with an error naming it. metrics.json records, per notebook, the values it actually ran with.
+The kernels run in the folder vaekit is started from, so relative paths in -p values (data_root,
+checkpoint_dir) are read from there.
 
 Output: --out holds NN_name.ipynb (complete runs only: a notebook is written to a temporary file
 and renamed when it has run to the end), incomplete/NN_name.ipynb (failed or interrupted runs),
