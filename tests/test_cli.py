@@ -323,6 +323,17 @@ def test_the_series_is_in_order_and_each_has_a_parameters_cell():
         assert not any(cli.CAPTURE_TAG in c.metadata.get("tags", []) for c in nb.cells)
 
 
+def test_the_runner_reads_each_notebooks_parameters_after_its_smoke_settings():
+    """metrics.json's `_parameters` are read by a cell the runner puts after the cell that applies
+    the smoke settings (the first cell after the parameters that calls vaekit.smoke_requested)."""
+    for path in cli.series(ROOT / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        cli._insert_capture_cell(nb, ["smoke"], {}, Path("unused.json"))
+        at = next(i for i, c in enumerate(nb.cells) if cli.CAPTURE_TAG in c.metadata.get("tags", []))
+        assert "smoke_requested(" in nb.cells[at - 1].source, \
+            f"{path.name}: the cell after the parameters cell should apply the smoke settings (vaekit.smoke_requested)"
+
+
 def test_committed_notebooks_carry_no_machine_paths():
     found = {}
     for path in cli.series(ROOT / "notebooks"):
