@@ -134,6 +134,16 @@ def test_failure_names_notebook_and_cell_and_stops(series_dir, tmp_path):
     assert len(failures) == 1 and metrics_of(out)["03_third"]["_status"] == "ok"
 
 
+def test_a_cell_timeout_is_a_failure_at_that_cell(tmp_path):
+    nb = write_notebook(tmp_path / "01_slow.ipynb", ["seconds = 600", "import time", "time.sleep(seconds)", "x = 1"])
+    metrics, failures = cli.run([nb], tmp_path / "out", {}, timeout=5, progress=False)
+    entry = metrics["01_slow"]
+    assert entry["_status"] == "failed" and entry["_cell"] == 2 and "timed out" in entry["_error"]
+    assert len(failures) == 1 and "01_slow.ipynb failed in cell 2" in failures[0]
+    partial = nbformat.read(tmp_path / "out" / "incomplete" / "01_slow.ipynb", as_version=4)
+    assert [c.metadata.papermill.status for c in partial.cells][-2:] == ["failed", "pending"]
+
+
 def test_smoke_settings_and_explicit_values_do_not_clash_silently(series_dir, tmp_path):
     with pytest.raises(cli.UsageError):  # (not a parameter of 03)
         cli.run(cli.resolve(["03"], series_dir), tmp_path / "o", {"steps": 5}, smoke=True, progress=False)

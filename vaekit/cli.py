@@ -352,21 +352,30 @@ def _mark_incomplete(nb, status: str, error: str) -> int | None:
     metadata gets ``papermill.exception = True`` and ``vaekit = {status, cell, error}``. Returns the
     cell's index in the notebook as written (counting from 0; the cells papermill and the runner
     add are not counted), or None (also when the capture cell stopped it)."""
-    stopped, index, found = None, 0, False
-    for cell in nb.cells:
-        meta = cell.setdefault("metadata", {}).setdefault("papermill", {})
-        tags = cell["metadata"].get("tags", [])
-        added = bool({CAPTURE_TAG, "injected-parameters", "papermill-error-cell-tag"} & set(tags))
-        if cell.get("cell_type") == "markdown" and "papermill-error-cell-tag" in tags:
-            continue
-        if not found:
-            errored = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
-            if errored or meta.get("status") in ("running", "failed") or meta.get("exception"):
-                found, stopped = True, None if CAPTURE_TAG in tags else index
-                meta.update(status=status, exception=True)
-        elif meta.get("start_time") is None:
+    cells = [c for c in nb.cells
+             if not (c.get("cell_type") == "markdown" and "papermill-error-cell-tag" in c.get("metadata", {}).get("tags", []))]
+    for cell in cells:
+        cell.setdefault("metadata", {}).setdefault("papermill", {})
+
+    def failed_here(cell) -> bool:
+        meta = cell["metadata"]["papermill"]
+        return (any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+                or meta.get("status") in ("running", "failed") or bool(meta.get("exception")))
+
+    # the cell with the error (or still running); else (a timeout, a dead kernel) the last one started
+    at = next((i for i, c in enumerate(cells) if failed_here(c)), None)
+    if at is None:
+        started = [i for i, c in enumerate(cells) if c["metadata"]["papermill"].get("start_time")]
+        at = started[-1] if started else None
+    stopped, index = None, 0
+    for i, cell in enumerate(cells):
+        meta, tags = cell["metadata"]["papermill"], cell["metadata"].get("tags", [])
+        if i == at:
+            meta.update(status=status, exception=True)
+            stopped = None if CAPTURE_TAG in tags else index
+        elif at is not None and i > at:
             meta["status"] = "pending"
-        if not added:
+        if not {CAPTURE_TAG, "injected-parameters", "papermill-error-cell-tag"} & set(tags):
             index += 1
     nb.metadata.setdefault("papermill", {})["exception"] = True
     nb.metadata["vaekit"] = {"status": status, "cell": stopped, "error": error}
