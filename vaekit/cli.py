@@ -738,6 +738,10 @@ def _main(args) -> int:
         _print_summary(stop.metrics, out)
         print("\n".join(["", "INTERRUPTED:"] + stop.failures), file=sys.stderr)
         return 130
+    except OSError as err:  # the folder became unwritable, the disk filled up, ...
+        print(f"vaekit run: cannot write the results into {out} ({err}); metrics.json there lists "
+              "the notebooks finished before", file=sys.stderr)
+        return 1
     _print_summary(metrics, out)
     if failures:
         print("\n".join(["", "FAILED:"] + failures), file=sys.stderr)
