@@ -140,3 +140,10 @@ def test_mixture_decode_rejects_indices_out_of_range():
     with pytest.raises(ValueError, match=r"z must be component indices in \[0, 1\]"):
         gm.decode(torch.tensor([2]))
     assert torch.equal(gm.decode(torch.tensor([1, 0])).mean, torch.tensor([[3.0, 3.0], [0.0, 0.0]]))
+
+
+def test_integer_latents_are_refused_naming_z():
+    model = vaekit.VAE.mlp(latent_dim=2, hidden=(8,))
+    with pytest.raises(TypeError, match="z must be a floating-point tensor"):
+        model.decode(torch.zeros(3, 2, dtype=torch.int64))
+    assert model.decode(torch.zeros(3, 2)).mean.shape[0] == 3

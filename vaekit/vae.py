@@ -9,7 +9,7 @@ from torch import nn
 from .device import module_device
 from .distributions import StandardNormal
 from .nets import Decoder, GaussianEncoder
-from .utils import check_positive_int
+from .utils import check_positive_int, check_tensor
 
 
 class VAE(nn.Module):
@@ -36,6 +36,7 @@ class VAE(nn.Module):
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor):
+        check_tensor("z", z, floating=True)
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have {self.latent_dim} latent dimensions in its last axis, got shape {tuple(z.shape)}")
         return self.decoder(z)
