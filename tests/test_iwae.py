@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 import vaekit
-from vaekit import metrics, snr
+from vaekit import metrics, objectives, schedules, snr
 from vaekit.distributions import diag_gaussian
 from vaekit.gradients import estimator_stats
 from vaekit.inference import Amortized, exact_elbo, mean_field_optimum
@@ -320,3 +320,121 @@ def test_decoder_snr_rises_and_encoder_snr_falls_with_k():
     assert high["encoder"].mean() < low["encoder"].mean(), (low["encoder"].mean(), high["encoder"].mean())
     with pytest.raises(ValueError, match="groups"):
         snr.gradient_snr(am, x, 1, repeats=2)
+
+
+def test_noise_floor_is_the_snr_of_pure_noise():
+    """With no signal, |mean| / std over R repeats is |t_{R-1}| / sqrt(R): mean about sqrt(2 / (pi R))."""
+    g = torch.Generator().manual_seed(0)
+    for reps in (30, 400):
+        noise = torch.randn(reps, 20000, generator=g, dtype=DT) * torch.linspace(0.1, 10, 20000, dtype=DT)
+        expected = math.sqrt(2 / (math.pi * reps))
+        assert abs(snr.snr(noise).mean().item() - expected) < 0.05 * expected
+        # the floor of signal + noise is that of the noise alone: the signal is removed
+        floor = snr.noise_floor(noise + 5.0, generator=g)
+        assert abs(floor.mean().item() - expected) < 0.05 * expected, (reps, floor.mean().item(), expected)
+        assert snr.snr(noise + 5.0).mean() > 10 * floor.mean()
+
+
+def test_gradient_snr_returns_the_floor_of_the_same_draws():
+    am, x = snr_setup()
+    groups = {"encoder": list(am.encoder.parameters()), "decoder": list(am.model.parameters())}
+    torch.manual_seed(0)
+    ratios, floors = snr.gradient_snr(am, x, 10, repeats=200, groups=groups, floor=True)
+    assert set(floors) == set(ratios) and all(floors[n].shape == ratios[n].shape for n in ratios)
+    for name in ratios:
+        assert abs(floors[name].mean().item() - math.sqrt(2 / (math.pi * 200))) < 0.1 * math.sqrt(2 / (math.pi * 200))
+        assert ratios[name].mean() > 2 * floors[name].mean(), name
+
+
+def test_expected_bounds_matches_iwae_bound_on_the_same_draws(lg):
+    model, x, q, exact = lg
+    ks = (1, 2, 5, 10)
+    torch.manual_seed(0)
+    lk, se = objectives.expected_bounds(model, x, ks, q=q, reps=1)
+    torch.manual_seed(0)
+    lw = log_weights(model, x, 10, q=q)  # (10, B): the same draws
+    assert lk.shape == (4, x.shape[0]) and torch.isnan(se).all()
+    torch.testing.assert_close(lk[0], lw.mean(0))  # k = 1: the mean of the log-weights
+    torch.testing.assert_close(lk[-1], torch.logsumexp(lw, 0) - math.log(10))  # k = max: one group
+    halves = torch.logsumexp(lw.reshape(5, 2, -1), 1).mean(0) - math.log(2)  # k = 2: five groups of two
+    torch.testing.assert_close(lk[1], halves)
+
+
+def test_expected_bounds_rise_with_k_and_stay_below_log_p(lg):
+    model, x, q, exact = lg
+    torch.manual_seed(1)
+    lk, se = objectives.expected_bounds(model, x, (1, 4, 20, 100), q=q, reps=20)
+    curve, exact = lk.mean(1), exact.mean().item()
+    assert (se > 0).all() and (se < 0.05).all()
+    assert (curve[1:] > curve[:-1] + 3 * se[1:]).all(), curve  # Theorem 1, beyond noise here
+    assert (curve < exact + 3 * se).all() and exact - curve[-1] < 0.1, (curve, exact)
+
+
+def test_expected_bounds_checks_its_arguments(lg):
+    model, x, q, _ = lg
+    with pytest.raises(ValueError, match="divide"):
+        objectives.expected_bounds(model, x, (1, 3, 10), q=q)
+    with pytest.raises(ValueError, match="reps"):
+        objectives.expected_bounds(model, x, (1, 10), q=q, reps=0)
+
+
+def _fake_state(lr):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    return type("State", (), {"optimizer": opt, "step": 0})()
+
+
+def test_stepwise_lr_follows_its_boundaries_by_step():
+    sched = schedules.StepwiseLR([10, 30], [1.0, 0.5, 0.1])
+    assert [sched.lr_at(s) for s in (0, 9, 10, 29, 30, 10 ** 6)] == [1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
+    state = _fake_state(sched.lr_at(0))
+    for step in (5, 10, 31):
+        state.step = step
+        sched.on_step(state)
+        assert state.optimizer.param_groups[0]["lr"] == sched.lr_at(step)
+    with pytest.raises(ValueError, match="one more"):
+        schedules.StepwiseLR([10], [1.0])
+    with pytest.raises(ValueError, match="increasing"):
+        schedules.StepwiseLR([10, 10], [1.0, 0.5, 0.1])
+    with pytest.raises(ValueError, match="learning rate"):
+        schedules.StepwiseLR([10], [1.0, -0.5])
+
+
+def test_burda_schedule_has_the_papers_passes():
+    """Burda et al. (2016), Section 5: pass i lasts 3^i epochs at 0.001 * 10^(-i/7), i = 0..7."""
+    steps_per_epoch = 3000
+    sched = schedules.StepwiseLR.burda(3280 * steps_per_epoch, lr=1e-3, passes=8)
+    starts = [0] + sched.boundaries
+    assert starts == [steps_per_epoch * sum(3 ** j for j in range(i)) for i in range(8)]
+    for i, start in enumerate(starts):
+        assert math.isclose(sched.lr_at(start), 1e-3 * 10 ** (-i / 7))
+    assert math.isclose(sched.lr_at(10 ** 9), 1e-4)
+    short = schedules.StepwiseLR.burda(8, passes=8)  # every pass keeps at least one step
+    assert short.boundaries == list(range(1, 8))
+    with pytest.raises(ValueError, match="steps"):
+        schedules.StepwiseLR.burda(5, passes=8)
+
+
+def test_exponential_lr_runs_from_lr_to_final():
+    sched = schedules.ExponentialLR(3e-3, 3e-4, steps=1000)
+    assert math.isclose(sched.lr_at(0), 3e-3) and math.isclose(sched.lr_at(1000), 3e-4)
+    assert math.isclose(sched.lr_at(500), math.sqrt(3e-3 * 3e-4)) and math.isclose(sched.lr_at(5000), 3e-4)
+    with pytest.raises(ValueError, match="final"):
+        schedules.ExponentialLR(1e-3, 0.0, steps=10)
+
+
+def test_a_schedule_drives_fit_and_a_resumed_run_agrees(tmp_path):
+    """The rate is a function of the step counter, so an interrupted and resumed run trains the same."""
+    x = binary_batch(40)
+    sched = schedules.StepwiseLR([7, 15], [1e-2, 1e-3, 1e-4])
+    def run(epochs, ckpt=None):
+        model = small_vae(seed=0)
+        opt = torch.optim.Adam(model.parameters(), lr=sched.lr_at(0))
+        vaekit.fit(model, lambda m, xb: -iwae_bound(m, xb, 3), x, epochs=epochs, batch_size=8, optimizer=opt,
+                   callbacks=[sched], checkpoint=ckpt, progress=False, seed=0, device="cpu")
+        return model, opt
+    whole, opt = run(5)
+    assert opt.param_groups[0]["lr"] == 1e-4  # 25 steps: past both boundaries
+    run(2, tmp_path / "c.pt")
+    resumed, _ = run(5, tmp_path / "c.pt")
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)

@@ -161,3 +161,28 @@ class KLWarmup:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+
+
+@torch.no_grad()
+def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte Carlo E[L_k] for several k from shared draws: ``([len(ks), B], [len(ks)])`` nats.
+
+    Each of ``reps`` repetitions draws max(ks) samples per example and cuts them into
+    max(ks) / k groups of k (every k must divide max(ks)); the first tensor is the mean over
+    groups and repetitions, the second the standard error of its mean over the examples,
+    estimated from the spread between repetitions (NaN for ``reps=1``). Checking
+    ``L_1 <= L_5 <= ... <= log p(x)`` (Burda et al., Theorem 1) on a model reads the first.
+    """
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1 or any(max(ks) % k for k in ks):
+        raise ValueError(f"ks must be positive integers that all divide max(ks), got {ks}")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"reps must be a positive int, got {reps!r}")
+    values = []
+    for _ in range(reps):
+        lw = log_weights(model, x, max(ks), q=q)  # (k_max, B)
+        values.append(torch.stack([torch.logsumexp(lw.reshape(max(ks) // k, k, -1), 1).mean(0) - math.log(k)
+                                   for k in ks]))  # (len(ks), B)
+    values = torch.stack(values)  # (reps, len(ks), B)
+    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device)
+    return values.mean(0), se

@@ -7,6 +7,11 @@ the decoder's SNR rises like sqrt(k) while the encoder's falls like 1/sqrt(k): t
 gradient vanishes faster than its noise. :func:`gradient_samples` draws independent gradient
 estimates, :func:`snr` turns them into per-coordinate ratios, :func:`gradient_snr` does both for
 the encoder and the decoder of a VAE.
+
+With R repeats, even a coordinate with no signal at all (E[g] = 0) shows an SNR of about
+sqrt(2 / (pi R)) (0.15 for R = 30): the estimator's noise floor. :func:`noise_floor` measures it
+on the same gradient noise (the samples with their mean removed and random signs), so a measured
+SNR can be read against it.
 """
 from __future__ import annotations
 
@@ -54,14 +59,25 @@ def snr(samples: torch.Tensor) -> torch.Tensor:
     return mean[keep].abs() / std[keep]
 
 
+def noise_floor(samples: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The SNR that :func:`snr` reports for ``[R, P]`` samples of the same noise with no signal,
+    ``[P]``: each sample's deviation from its coordinate's mean, its sign flipped at random
+    (independently per sample and coordinate: zero mean, the same spread). Its mean over many
+    coordinates is close to sqrt(2 / (pi R)) for any noise distribution."""
+    check_tensor("samples", samples, ndim=2, floating=True)
+    signs = torch.randint(0, 2, samples.shape, generator=generator).to(samples) * 2 - 1  # (R, P)
+    return snr((samples - samples.mean(0)) * signs)
+
+
 def gradient_snr(model: torch.nn.Module, x: torch.Tensor, k: int, repeats: int = 100,
                  objective: Objective = iwae_bound, groups: dict[str, Iterable[torch.Tensor]] | None = None,
-                 progress: bool = False) -> dict[str, torch.Tensor]:
+                 progress: bool = False, floor: bool = False):
     """Per-coordinate SNR of the gradient of ``objective(model, x, k)`` for each parameter group.
 
     ``groups`` defaults to ``{"encoder": model.encoder.parameters(), "decoder":
     model.decoder.parameters()}``. Returns ``{name: [P_group]}``; summarise with a mean or median.
-    All groups are estimated from the same ``repeats`` draws.
+    All groups are estimated from the same ``repeats`` draws. ``floor=True`` returns a second dict,
+    the :func:`noise_floor` of each group on the same draws.
     """
     if groups is None:
         if not (hasattr(model, "encoder") and hasattr(model, "decoder")):
@@ -70,7 +86,9 @@ def gradient_snr(model: torch.nn.Module, x: torch.Tensor, k: int, repeats: int =
     groups = {name: [p for p in ps if p.requires_grad] for name, ps in groups.items()}
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
     flat = gradient_samples(model, x, k, repeats, [p for ps in groups.values() for p in ps], objective, progress)
-    return {name: snr(part) for name, part in zip(groups, flat.split(sizes, dim=1))}
+    parts = dict(zip(groups, flat.split(sizes, dim=1)))
+    ratios = {name: snr(part) for name, part in parts.items()}
+    return (ratios, {name: noise_floor(part) for name, part in parts.items()}) if floor else ratios
 
 
-__all__ = ["gradient_samples", "snr", "gradient_snr"]
+__all__ = ["gradient_samples", "snr", "noise_floor", "gradient_snr"]
