@@ -373,3 +373,49 @@ def test_first_batch_is_checked_then_checks_are_off_in_the_loop():
         evaluate=lambda m: {"evaluated_with_checks": float(vaekit.utils.value_checks_enabled())})
     assert seen == [True] + [False] * 7, "value checks (a host sync each) run on the first batch only"
     assert vaekit.utils.value_checks_enabled(), "fit restores the switch"
+
+
+@pytest.mark.parametrize("stop", ["steps", "callback"])
+def test_nan_in_the_last_steps_of_a_run_that_ends_mid_epoch_is_caught(stop):
+    # steps (or a callback's stop) end the run in the middle of an epoch and of a check window:
+    # the steps since the last check are checked too, so a NaN there is never returned silently
+    x, y = regression_problem()  # 8 steps per epoch at batch size 64
+
+    def objective(m, xb, yb):
+        objective.calls += 1
+        return mse(m, xb, yb) * (float("nan") if objective.calls == 3 else 1.0)
+
+    class StopAt4:
+        def on_step(self, state):
+            state.stop = state.step == 4
+
+    objective.calls = 0
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    limits = dict(steps=4) if stop == "steps" else dict(epochs=1, callbacks=[StopAt4()])
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 3; .* restored to their state after step 0"):
+        fit(model, objective, (x, y), batch_size=64, lr=0.05, progress=False, device="cpu", **limits)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("failure", ["first batch", "later step", "interrupt"])
+def test_value_checks_switch_is_restored_when_fit_raises(failure):
+    x = vaekit.data.embedded_digits("train").images[:64]
+    model = vaekit.VAE.mlp(latent_dim=3, hidden=(16,))
+
+    def objective(m, xb):
+        objective.calls += 1
+        if failure == "later step" and objective.calls == 3:
+            raise RuntimeError("objective failed")
+        if failure == "interrupt" and objective.calls == 3:
+            raise KeyboardInterrupt
+        return -vaekit.elbo(m, xb)
+
+    objective.calls = 0
+    data = 255 * x if failure == "first batch" else x
+    with pytest.raises((ValueError, RuntimeError, KeyboardInterrupt)):
+        fit(model, objective, data, epochs=2, batch_size=16, progress=False, device="cpu")
+    assert objective.calls == (1 if failure == "first batch" else 3)
+    assert vaekit.utils.value_checks_enabled(), "a fit that raised leaves the value checks on"
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
+        vaekit.elbo(model, 255 * x)

@@ -396,13 +396,14 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
                 for cb in callbacks:
                     if hasattr(cb, "on_step"):
                         cb.on_step(state)
-                if done % check_every == 0 or i == steps_per_epoch - 1:
+                ending = state.stop or (steps is not None and state.step >= steps)
+                if done % check_every == 0 or i == steps_per_epoch - 1 or ending:  # every step is checked
                     last_finite = guard.check(losses[checked:done], state.step - done + checked, last_finite)
                     checked = done
                     bar.n = min(state.step, bar.total)
                     bar.set_postfix(loss=f"{last_finite:.4g}", refresh=False)
                     bar.refresh()
-                if state.stop or (steps is not None and state.step >= steps):
+                if ending:
                     break
             record = {"epoch": state.epoch + 1, "step": state.step, "seconds": time.perf_counter() - t0}
             record.update({k: v / done for k, v in zip(sums, torch.stack(list(sums.values())).tolist())})  # one sync
