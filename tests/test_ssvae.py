@@ -299,3 +299,48 @@ def test_bad_input_names_the_argument():
         ssvae.unlabelled_bound(m, x, eps=torch.randn(1, 3, 4))
     with pytest.raises(ValueError, match="z must have 4 latent"):
         m.decode(torch.randn(3, 5), torch.tensor([0, 1, 2]))
+
+
+def test_class_decoder_and_analogies():
+    m = small_m2()
+    x, y = binary_x(3), torch.tensor([1, 5, 7])
+    fixed = ssvae.ClassDecoder(m, label=4)
+    z = torch.randn(2, 4)
+    assert torch.allclose(fixed.decode(z).mean, m.decode(z, torch.tensor([4, 4])).mean)
+    fixed.label = 6
+    assert torch.allclose(fixed.decode(z).mean, m.decode(z, torch.tensor([6, 6])).mean)
+    grid = ssvae.analogies(m, x, y)
+    assert grid.shape == (3, K, 1, 28, 28)
+    z0 = m.encode(x, y).mean
+    for c in (0, 9):
+        assert torch.allclose(grid[:, c], m.decode(z0, torch.full((3,), c)).mean, atol=1e-6)
+
+
+def test_fit_classifier_picks_the_weight_decay_by_validation_error():
+    torch.manual_seed(0)
+    w = torch.randn(5, 3)
+    x = torch.randn(300, 5)
+    y = (x @ w).argmax(-1)
+    clf, errors = ssvae.fit_classifier(x[:60], y[:60], x[60:], y[60:], weight_decays=(0.0, 10.0), steps=200,
+                                       lr=1e-2, num_classes=3)
+    assert set(errors) == {0.0, 10.0}
+    assert errors[0.0] < errors[10.0] and errors[0.0] < 0.15
+    assert ssvae.error_rate(clf, x[60:], y[60:]) == errors[0.0]
+
+
+def test_best_on_validation_keeps_the_best_parameters():
+    torch.manual_seed(0)
+    clf = ssvae.Classifier((4,), 2, ())
+    x = torch.randn(50, 4)
+    y = (x[:, 0] > 0).long()
+    keep = ssvae.BestOnValidation(x, y, classify=lambda m: m)
+    with torch.no_grad():
+        clf.net[-1][-1].weight.copy_(torch.tensor([[-1.0, 0, 0, 0], [1.0, 0, 0, 0]]))
+        clf.net[-1][-1].bias.zero_()
+    assert keep(clf) == {"val_error": 0.0}
+    good = {k: v.clone() for k, v in clf.state_dict().items()}
+    with torch.no_grad():
+        clf.net[-1][-1].weight.neg_()
+    assert keep(clf)["val_error"] == 1.0
+    assert keep.best_error == 0.0 and keep.best_step == 1
+    assert all(torch.equal(keep.best_state[k], good[k]) for k in good)

@@ -32,6 +32,7 @@ from torch.distributions import Categorical, kl_divergence
 from .device import module_device
 from .distributions import StandardNormal, diag_gaussian
 from .nets import Decoder, _activation, mlp
+from .train import fit
 from .utils import check_positive_int, check_tensor
 
 
@@ -226,6 +227,7 @@ class M2Objective:
     alpha_per_digit: float = 0.1
     labelled_batch: int = 100
     transform: object = None
+    labelled_weight: float | None = None
 
     def __call__(self, model: M2, x: torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.randint(self.x_labelled.shape[0], (self.labelled_batch,), device=self.x_labelled.device)
@@ -233,10 +235,51 @@ class M2Objective:
         xl = self.transform(xl) if self.transform is not None else xl
         n_l = self.x_labelled.shape[0]
         w_l, w_u = n_l / (n_l + self.n_unlabelled), self.n_unlabelled / (n_l + self.n_unlabelled)
+        if self.labelled_weight is not None:
+            w_l = self.labelled_weight
         bound_l, bound_u = labelled_bound(model, xl, yl).mean(), unlabelled_bound(model, x).mean()
         log_qy = model.classify(xl).log_prob(yl).mean()
         loss = -(w_l * bound_l + w_u * bound_u + self.alpha_per_digit * log_qy)
         return {"loss": loss, "labelled_bound": bound_l, "unlabelled_bound": bound_u, "log_qy": log_qy}
+
+
+class ClassDecoder(nn.Module):
+    """M2's decoder with the class held fixed: ``decode(z)`` is p(x|y = ``label``, z) and
+    ``latent_dim`` is M2's, so the VAE tools (``vaekit.widgets.latent_sliders``, traversals) work
+    on one class at a time. Set ``label`` to switch class."""
+
+    def __init__(self, model: M2, label: int = 0):
+        super().__init__()
+        self.model, self.label, self.latent_dim = model, label, model.latent_dim
+
+    def decode(self, z: torch.Tensor):
+        return self.model.decode(z, torch.full(z.shape[:-1], int(self.label), dtype=torch.long, device=z.device))
+
+
+@torch.no_grad()
+def analogies(model: M2, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Kingma et al.'s Fig. 1: fix each image's style z = E[q(z|x, y)] and decode it with every
+    class. Returns the means E[x|y', z], ``[N, K, *x_shape]`` on the CPU; row i, column y'."""
+    z = model.encode(x, y).mean  # (N, D)
+    labels = torch.arange(model.num_classes, device=z.device)[:, None].expand(-1, z.shape[0])  # (K, N)
+    return model.decode(z.expand(model.num_classes, *z.shape), labels).mean.transpose(0, 1).float().cpu()
+
+
+class BestOnValidation:
+    """An ``evaluate`` for :func:`vaekit.fit` that scores ``classify(model)`` on a labelled validation
+    set and keeps a copy of the parameters with the lowest validation error seen (``best_state``,
+    ``best_error``, ``best_step``): early stopping chosen on validation digits, never on test ones."""
+
+    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, classify=lambda m: m.classifier):
+        self.x_val, self.y_val, self.classify = x_val, y_val, classify
+        self.best_error, self.best_state, self.best_step, self.calls = math.inf, None, 0, 0
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        self.calls += 1
+        err = error_rate(self.classify(model), self.x_val, self.y_val)
+        if err < self.best_error:
+            self.best_error, self.best_state, self.best_step = err, {k: v.detach().clone() for k, v in model.state_dict().items()}, self.calls
+        return {"val_error": err}
 
 
 @torch.no_grad()
@@ -270,6 +313,23 @@ def balanced_labels(y: torch.Tensor, per_class: int, generator: torch.Generator 
 def cross_entropy_objective(classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """-log q(y|x) per example, ``[B]``: the supervised loss, as a :func:`vaekit.fit` objective."""
     return -classifier(x).log_prob(y)
+
+
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                   hidden: Sequence[int] = (), weight_decays: Sequence[float] = (0.0, 1e-3, 1e-2), steps: int = 500,
+                   lr: float = 1e-3, batch_size: int = 100, num_classes: int = 10, transform=None, seed: int = 0,
+                   progress: bool = False) -> tuple[Classifier, dict[float, float]]:
+    """Train a :class:`Classifier` on (x, y) with Adam for ``steps`` steps, once per weight decay;
+    return the one with the lowest error on the validation set and {weight decay: validation error}."""
+    errors, models = {}, {}
+    for wd in weight_decays:
+        torch.manual_seed(seed)
+        models[wd] = clf = Classifier(tuple(x.shape[1:]), num_classes, tuple(hidden))
+        opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=wd)
+        fit(clf, cross_entropy_objective, (x, y), steps=steps, batch_size=batch_size, optimizer=opt,
+            transform=transform, seed=seed, progress=progress, desc=f"classifier, weight decay {wd:g}")
+        errors[wd] = error_rate(clf, x_val, y_val)
+    return models[min(errors, key=errors.get)], errors
 
 
 def paired_error_difference(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
