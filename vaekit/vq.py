@@ -85,7 +85,7 @@ class VectorQuantizer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         init = torch.empty(num_codes, code_dim, **factory)
         if init.device.type != "meta":
-            init.uniform_(-1.0 / num_codes, 1.0 / num_codes)  # the original VQ-VAE initialisation
+            init.uniform_(-1.0 / num_codes, 1.0 / num_codes)  # as in common PyTorch VQ-VAE implementations (the paper gives none)
         if ema:
             self.register_buffer("codebook", init)  # (K, D)
             self.register_buffer("ema_count", torch.ones(num_codes, **factory))  # (K,) N_k

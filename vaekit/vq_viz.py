@@ -65,7 +65,7 @@ def usage_histogram(monitors: dict) -> go.Figure:
         fig.add_trace(go.Bar(x=list(range(len(final))), y=(100 * final / final.sum()).sort(descending=True).values.numpy(),
                              name=name, marker_color=colour, opacity=0.75))
     fig.update_layout(title="Code usage at the end of training", barmode="overlay", xaxis_title="code rank",
-                      yaxis_title="share of code choices (%)", yaxis_type="log", height=400)
+                      yaxis_title="share of code choices (%)", yaxis_type="log", yaxis_dtick=1, height=400)  # powers of ten only
     return fig
 
 
