@@ -419,3 +419,27 @@ def test_value_checks_switch_is_restored_when_fit_raises(failure):
     assert vaekit.utils.value_checks_enabled(), "a fit that raised leaves the value checks on"
     with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
         vaekit.elbo(model, 255 * x)
+
+
+def test_checkpoint_of_a_lambda_or_partial_with_another_k_is_refused(tmp_path):
+    # in a notebook every objective is a '<lambda>': what it binds and calls tells them apart
+    import functools
+    x = vaekit.data.embedded_digits("train").images[:64]
+    loop = {}
+    for k in (2, 5):
+        loop[k] = lambda m, xb, k=k: -vaekit.iwae_bound(m, xb, k)
+    _vae_run(tmp_path / "a.pt", x, objective=loop[2])
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match=r"objective: checkpoint .*<lambda> .*k=2.*now .*<lambda> .*k=5"):
+        _vae_run(tmp_path / "a.pt", x, epochs=2, objective=loop[5])
+    _, hist = _vae_run(tmp_path / "a.pt", x, epochs=2, objective=lambda m, xb, k=2: -vaekit.iwae_bound(m, xb, k))
+    assert hist["epoch"] == [1, 2], "the same lambda, defined anew, resumes"
+    _vae_run(tmp_path / "b.pt", x, objective=lambda m, xb: -vaekit.elbo(m, xb))
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match="objective: .*iwae_bound"):
+        _vae_run(tmp_path / "b.pt", x, epochs=2, objective=lambda m, xb: -vaekit.iwae_bound(m, xb, 2))
+
+    def negative(bound, m, xb, k=1):
+        return -bound(m, xb, k)
+
+    _vae_run(tmp_path / "c.pt", x, objective=functools.partial(negative, vaekit.iwae_bound, k=2))
+    with pytest.raises(vaekit.train.CheckpointMismatchError, match=r"objective: .*k=2.*k=5"):
+        _vae_run(tmp_path / "c.pt", x, epochs=2, objective=functools.partial(negative, vaekit.iwae_bound, k=5))

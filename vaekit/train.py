@@ -16,11 +16,13 @@ non-finite or diverging loss stops training with the model restored to its last 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 import os
 import re
 import time
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,11 +138,43 @@ def bf16_autocast_available(device: torch.device) -> bool:
     return False
 
 
+def _plain(v) -> str:
+    """A value as the same text in every process (no memory addresses): numbers and strings by repr,
+    functions and classes by name, anything else by its type."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_plain(u) for u in v) + ")"
+    if isinstance(v, types.CodeType):
+        return v.co_name
+    return getattr(v, "__qualname__", None) or type(v).__qualname__
+
+
 def _name(fn) -> str | None:
+    """A function's name with what it binds: a partial's arguments and, for a lambda or a local
+    function, its defaults and closure and (lambdas) the names and constants its code uses; all
+    lambdas share the name ``<lambda>``, and a loop's lambda binds its k as a default."""
     if fn is None:
         return None
-    fn = getattr(fn, "func", fn)  # functools.partial
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    bound = []
+    if isinstance(fn, functools.partial):
+        bound += [_plain(a) for a in fn.args] + [f"{k}={_plain(v)}" for k, v in sorted(fn.keywords.items())]
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, types.CodeType) and ("<lambda>" in name or "<locals>" in name):
+        defaults = getattr(fn, "__defaults__", None) or ()
+        names = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
+        bound += [f"{k}={_plain(v)}" for k, v in zip(names, defaults)]
+        bound += [f"{k}={_plain(v)}" for k, v in sorted((getattr(fn, "__kwdefaults__", None) or {}).items())]
+        for k, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+            try:
+                bound.append(f"{k}={_plain(cell.cell_contents)}")
+            except ValueError:  # an empty cell
+                pass
+        uses = [*code.co_names, *(_plain(c) for c in code.co_consts if c is not None)] if code.co_name == "<lambda>" else []
+        name += f" using {_plain(tuple(uses))}" if uses else ""
+    return f"{name} binding ({', '.join(bound)})" if bound else name
 
 
 def _data_hash(tensors) -> str:
@@ -161,8 +195,9 @@ def fingerprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, 
     """What identifies a training run, as stored in its checkpoint: the model's structure (module
     classes, parameter and buffer names, shapes, dtypes), the optimiser's class and settings (its
     constructor defaults, not the implementation flags fused/foreach), the batch size, the seed,
-    the data's size and a hash of 64 evenly spaced examples, the objective's and transform's names,
-    and the classes of the callbacks with state. Resuming checks that the run is the same."""
+    the data's size and a hash of 64 evenly spaced examples, the objective's and transform's names
+    (with a partial's arguments, a lambda's or local function's defaults and closure, and the names
+    and constants a lambda's code uses), and the classes of the callbacks with state. Resuming checks that the run is the same."""
     tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     structure = [type(m).__qualname__ for m in model.modules()]
     structure += [f"{k}:{list(v.shape)}:{v.dtype}" for k, v in model.state_dict().items()]
