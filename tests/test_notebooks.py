@@ -63,13 +63,16 @@ EXPECTED = {
         "test_elbo": lambda v: -280 < v < -80,
         "active_units": lambda v: 1 <= v <= 20,
         "kl_beta_4": lambda v: 0 < v < 30,
-        "gaussian_bits_per_dim_8bit": lambda v: 0 < v < 10,
+        "gray_bits_per_dim": lambda v: 0.5 < v < 4,  # 8-bit digits: far below a uniform model's 8
+        "gray_baseline_bits_per_dim": lambda v: 1 < v < 3,
+        "gray_worst_nll": lambda v: 0 < v < 784 * math.log(256),  # no digit costs more than a uniform code
     },
     "07_iwae": {
         "lg_gap_k1": lambda v: 1.9 < v < 2.3,
         "lg_gap_kmax": lambda v: 0 <= v < 0.05,
-        "nll_vae_k1": lambda v: 100 < v < 300,
-        "nll_iwae_k50": lambda v: 100 < v < 300,
+        **{f"nll_{m}_k{k}": (lambda v: 80 < v < 300) for m in ("vae", "iwae") for k in (1, 5, 50)},
+        "paired_se_k5": lambda v: 0 < v < 2,
+        "paired_se_k50": lambda v: 0 < v < 2,
         "snr_decoder_ratio": lambda v: v > 1,
         "snr_encoder_ratio": lambda v: v < 1,
         "bound_gap_l5000_l1_iwae": lambda v: v > 10,
@@ -85,13 +88,25 @@ EXPECTED = {
         "bits_per_dim_vae_elbo": lambda v: 0 < v < 1,
         "recon_mse": lambda v: 0 < v < 0.25,
     },
+    "09_wake_sleep": {
+        "toy_mode_seeking_mu": lambda v: abs(v - 2.0) < 0.06,  # KL(q||p) sits on a mode at +-2
+        "toy_mass_covering_sigma": lambda v: abs(v - math.sqrt(4.36)) < 0.03,  # KL(p||q) matches the sd
+        "hm_test_ll_wake_sleep": lambda v: -300 < v < -80,
+        "hm_test_ll_rws": lambda v: -300 < v < -80,
+        **{f"test_elbo_{m}_nz{n}": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep") for n in (2, 5, 20)},
+        **{f"test_ll_{m}_nz3": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep", "mcem")},
+        "mcem_over_aevb_cpu_ratio": lambda v: v > 2,
+    },
 }
 
 # relations between numbers of the same notebook
 RELATIONS = {
     "05_gradient_estimators": [("pathwise black-box VI ends far closer to the posterior",
                                 lambda m: 5 * m["bbvi_final_kl_pathwise"] < m["bbvi_final_kl_reinforce"])],
-    "06_vae": [("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"])],
+    "06_vae": [
+        ("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"]),
+        ("the worst grey-level digit costs at least the mean", lambda m: m["gray_worst_nll"] / (784 * math.log(2)) >= m["gray_bits_per_dim"]),
+    ],
     "07_iwae": [("at k = 1 the IWAE and the VAE are the same model", lambda m: m["nll_iwae_k1"] == m["nll_vae_k1"])],
     "08_vqvae": [
         ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
@@ -99,6 +114,11 @@ RELATIONS = {
         ("the VQ-VAE's bound includes its prior term", lambda m: m["bits_per_dim_vqvae"] * 784 * math.log(2) > m["prior_nll_nats"]),
         ("the VAE's importance-sampled NLL is below its -ELBO", lambda m: m["bits_per_dim_vae"] <= m["bits_per_dim_vae_elbo"]),
         ("on one scale the VAE is ahead of the VQ-VAE", lambda m: m["bits_per_dim_vqvae"] > m["bits_per_dim_vae_elbo"]),
+    ],
+    "09_wake_sleep": [
+        ("AEVB's test bound is above wake-sleep's at every latent size",
+         lambda m: all(m[f"test_elbo_aevb_nz{n}"] > m[f"test_elbo_wake_sleep_nz{n}"] for n in (2, 5, 20))),
+        ("AEVB's marginal likelihood is above wake-sleep's (N_z = 3)", lambda m: m["test_ll_aevb_nz3"] > m["test_ll_wake_sleep_nz3"]),
     ],
 }
 
