@@ -97,6 +97,13 @@ EXPECTED = {
         **{f"test_ll_{m}_nz3": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep", "mcem")},
         "mcem_over_aevb_cpu_ratio": lambda v: v > 2,
     },
+    "11_semi_supervised": {
+        "test_error_supervised_100": lambda v: 0.1 < v < 0.4,
+        "test_error_m1_100": lambda v: 0.1 < v < 0.6,
+        "test_error_m2_100": lambda v: 0.1 < v < 0.6,
+        "test_error_supervised_600": lambda v: 0.05 < v < 0.3,
+        "m2_test_bound_u": lambda v: -300 < v < -80,
+    },
 }
 
 # relations between numbers of the same notebook
@@ -119,6 +126,10 @@ RELATIONS = {
         ("AEVB's test bound is above wake-sleep's at every latent size",
          lambda m: all(m[f"test_elbo_aevb_nz{n}"] > m[f"test_elbo_wake_sleep_nz{n}"] for n in (2, 5, 20))),
         ("AEVB's marginal likelihood is above wake-sleep's (N_z = 3)", lambda m: m["test_ll_aevb_nz3"] > m["test_ll_wake_sleep_nz3"]),
+    ],
+    "11_semi_supervised": [
+        ("M2's unlabelled bound lies below the importance-sampled log p(x)", lambda m: m["m2_test_bound_u"] < m["m2_test_log_px"]),
+        ("600 labels beat 100 for the classifier on pixels", lambda m: m["test_error_supervised_600"] < m["test_error_supervised_100"]),
     ],
 }
 
