@@ -333,14 +333,27 @@ def test_best_on_validation_keeps_the_best_parameters():
     clf = ssvae.Classifier((4,), 2, ())
     x = torch.randn(50, 4)
     y = (x[:, 0] > 0).long()
-    keep = ssvae.BestOnValidation(x, y, classify=lambda m: m)
+    keep = ssvae.BestOnValidation(x, y, every=10, classify=lambda m: m)
     with torch.no_grad():
         clf.net[-1][-1].weight.copy_(torch.tensor([[-1.0, 0, 0, 0], [1.0, 0, 0, 0]]))
         clf.net[-1][-1].bias.zero_()
-    assert keep(clf) == {"val_error": 0.0}
+    assert keep.score(clf, 10) == 0.0
     good = {k: v.clone() for k, v in clf.state_dict().items()}
     with torch.no_grad():
         clf.net[-1][-1].weight.neg_()
-    assert keep(clf)["val_error"] == 1.0
-    assert keep.best_error == 0.0 and keep.best_step == 1
+    assert keep.score(clf, 20) == 1.0
+    assert keep.best_error == 0.0 and keep.best_step == 10 and keep.steps == [10, 20] and keep.errors == [0.0, 1.0]
     assert all(torch.equal(keep.best_state[k], good[k]) for k in good)
+
+
+def test_best_on_validation_as_a_fit_callback_scores_every_n_steps():
+    torch.manual_seed(0)
+    x = torch.randn(200, 4)
+    y = (x[:, 0] > 0).long()
+    clf = ssvae.Classifier((4,), 2, ())
+    keep = ssvae.BestOnValidation(x, y, every=7, classify=lambda m: m)
+    vaekit.fit(clf, ssvae.cross_entropy_objective, (x, y), steps=30, batch_size=20, lr=0.05, callbacks=[keep],
+               progress=False, device="cpu")
+    assert keep.steps == [7, 14, 21, 28]
+    assert keep.best_error == min(keep.errors) < 0.2
+    assert clf.training is False  # fit leaves the model in eval mode; the callback restored train mode in between

@@ -266,20 +266,30 @@ def analogies(model: M2, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class BestOnValidation:
-    """An ``evaluate`` for :func:`vaekit.fit` that scores ``classify(model)`` on a labelled validation
-    set and keeps a copy of the parameters with the lowest validation error seen (``best_state``,
-    ``best_error``, ``best_step``): early stopping chosen on validation digits, never on test ones."""
+    """Early stopping chosen on validation digits, never on test ones: a :func:`vaekit.fit` callback
+    that every ``every`` optimizer steps scores ``classify(model)`` on a labelled validation set, logs
+    ``steps`` and ``errors``, and keeps a copy of the parameters with the lowest error (``best_state``,
+    ``best_error``, ``best_step``). Counting steps, not epochs, keeps its schedule the same for any data size."""
 
-    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, classify=lambda m: m.classifier):
-        self.x_val, self.y_val, self.classify = x_val, y_val, classify
-        self.best_error, self.best_state, self.best_step, self.calls = math.inf, None, 0, 0
+    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, every: int = 100, classify=lambda m: m.classifier):
+        check_positive_int(every=every)
+        self.x_val, self.y_val, self.every, self.classify = x_val, y_val, every, classify
+        self.best_error, self.best_state, self.best_step, self.steps, self.errors = math.inf, None, 0, [], []
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        self.calls += 1
+    def on_step(self, state) -> None:
+        if state.step % self.every == 0:
+            state.model.eval()
+            self.score(state.model, state.step)
+            state.model.train()
+
+    def score(self, model: nn.Module, step: int) -> float:
         err = error_rate(self.classify(model), self.x_val, self.y_val)
+        self.steps.append(step)
+        self.errors.append(err)
         if err < self.best_error:
-            self.best_error, self.best_state, self.best_step = err, {k: v.detach().clone() for k, v in model.state_dict().items()}, self.calls
-        return {"val_error": err}
+            self.best_error, self.best_step = err, step
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return err
 
 
 @torch.no_grad()
