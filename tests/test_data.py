@@ -411,3 +411,18 @@ def test_full_size_idx_folder_loads_through_the_real_path(tmp_path):
     assert torch.equal(train.labels, torch.from_numpy(labels[tile].astype(np.int64)))
     np.testing.assert_array_equal((train.images[59999, 0] * 255).round().byte().numpy(),
                                   images[59999 % len(labels)].reshape(28, 28))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(timeout=0), "timeout must be a positive number of seconds, got 0"),
+    (dict(timeout=-1), "timeout must be a positive number of seconds, got -1"),
+    (dict(timeout="10"), "timeout must be a positive number of seconds, got '10'"),
+    (dict(timeout=None), "timeout must be a positive number of seconds, got None"),
+    (dict(deadline=-5), "deadline must be a positive number of seconds or None, got -5"),
+    (dict(deadline=float("nan")), "deadline must be a positive number of seconds or None, got nan"),
+])
+def test_bad_timeout_or_deadline_is_named_not_turned_into_the_fallback(kwargs, message, tmp_path):
+    # a timeout of 0 or -1 would make every mirror fail and, with fallback=True, hand back the
+    # embedded digits as if the network were down
+    with pytest.raises(ValueError, match=message):
+        data.mnist("test", root=tmp_path, mirrors=["http://127.0.0.1:9/"], **kwargs)

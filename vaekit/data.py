@@ -279,6 +279,11 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
     """
     if split not in RESOURCES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    for name, value in (("timeout", timeout), ("deadline", deadline)):  # else every mirror fails, silently
+        if (value is not None or name == "timeout") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                         or not 0 < value < float("inf")):
+            raise ValueError(f"{name} must be a positive number of seconds{' or None' if name == 'deadline' else ''}, "
+                             f"got {value!r}")
     mirrors = mirror_list(mirrors)
     root = cache_dir(root)
     files = _local_files(root, split)
