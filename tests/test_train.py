@@ -443,3 +443,21 @@ def test_checkpoint_of_a_lambda_or_partial_with_another_k_is_refused(tmp_path):
     _vae_run(tmp_path / "c.pt", x, objective=functools.partial(negative, vaekit.iwae_bound, k=2))
     with pytest.raises(vaekit.train.CheckpointMismatchError, match=r"objective: .*k=2.*k=5"):
         _vae_run(tmp_path / "c.pt", x, epochs=2, objective=functools.partial(negative, vaekit.iwae_bound, k=5))
+
+
+def test_unreadable_checkpoint_or_bad_seed_is_named(tmp_path):
+    x = vaekit.data.embedded_digits("train").images[:64]
+    damaged = tmp_path / "run.pt"
+    damaged.write_bytes(b"half a checkpoint")  # e.g. copied in part, or written by another program
+    with pytest.raises(ValueError, match=r"checkpoint .*run\.pt cannot be read as a fit checkpoint .*resume=False"):
+        _vae_run(damaged, x)
+    torch.save({"weights": torch.zeros(3)}, damaged)
+    with pytest.raises(ValueError, match=r"run\.pt cannot be read as a fit checkpoint \(ValueError: not a fit checkpoint"):
+        _vae_run(damaged, x, resume="force")
+    _, hist = _vae_run(damaged, x, resume=False)  # starts afresh and overwrites it
+    assert hist["epoch"] == [1] and "fingerprint" in torch.load(damaged, weights_only=False)
+    with pytest.raises(ValueError, match="checkpoint must name a file, got the folder"):
+        _vae_run(tmp_path, x)
+    for seed in ("0", 1.5, True):
+        with pytest.raises(TypeError, match=rf"seed must be an int or None, got {seed!r}"):
+            _vae_run(None, x, seed=seed)

@@ -335,6 +335,10 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
         raise ValueError(f"divergence must be a positive number or None, got {divergence!r}")
     if resume not in (True, False, "force"):
         raise ValueError(f"resume must be True, False or 'force', got {resume!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise ValueError(f"checkpoint must name a file, got the folder {checkpoint}")
     tensors = _check_data(data)
     if device is None:
         md = module_device(model)
@@ -357,7 +361,13 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
         fp = fingerprint(model, opt, tensors, batch_size=batch_size, seed=seed, objective=objective,
                          transform=transform, callbacks=callbacks)
     if ckpt is not None and resume and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        try:
+            saved = torch.load(ckpt, map_location=device, weights_only=False)
+            if not isinstance(saved, dict) or not {"model", "optimizer", "step", "epoch", "history"} <= set(saved):
+                raise ValueError("not a fit checkpoint")
+        except Exception as e:  # truncated, not a torch file, or another program's file
+            raise ValueError(f"checkpoint {ckpt} cannot be read as a fit checkpoint ({type(e).__name__}: {e}); "
+                             "delete it, or pass resume=False to start afresh and overwrite it") from e
         _resume(ckpt, saved, fp, resume, callbacks)
         model.load_state_dict(saved["model"])
         saved_opt = str((saved.get("fingerprint") or {}).get("optimizer", type(opt).__qualname__)).split("(")[0]
