@@ -44,6 +44,8 @@ CASES = [
     WidgetCase("06_vae.ipynb", slider="z1"),
     WidgetCase("07_iwae.ipynb", slider="q shift (sd)"),
     WidgetCase("08_vqvae.ipynb", slider="code"),
+    WidgetCase("09_wake_sleep.ipynb", slider="μ of q"),
+    WidgetCase("11_semi_supervised.ipynb", slider="z1"),
 ]
 
 
