@@ -438,3 +438,59 @@ def test_a_schedule_drives_fit_and_a_resumed_run_agrees(tmp_path):
     resumed, _ = run(5, tmp_path / "c.pt")
     for a, b in zip(whole.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_iwae_gradient_parts_agree_with_autograd_and_vae_k_bound():
+    model, x = small_vae(seed=5), binary_batch(1)
+    params, k = list(model.parameters()), 6
+    torch.manual_seed(11)
+    w, auto, weighted, uniform = vaekit.gradients.iwae_gradient_parts(model, x, k)
+    torch.manual_seed(11)
+    torch.testing.assert_close(auto, _flat_grad(iwae_bound(model, x, k).sum(), params), atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(auto, weighted, atol=1e-10, rtol=1e-8)   # Burda et al., eq. 14
+    torch.manual_seed(11)
+    torch.testing.assert_close(uniform, _flat_grad(vae_k_bound(model, x, k).sum(), params), atol=1e-10, rtol=1e-8)
+    assert w.shape == (k,) and abs(w.sum().item() - 1) < 1e-12 and (auto - uniform).norm() > 0.05 * auto.norm()
+    with pytest.raises(ValueError, match="x must hold one example"):
+        vaekit.gradients.iwae_gradient_parts(model, binary_batch(2), k)
+
+
+def test_weighted_draws_are_log_weights_and_resample_in_proportion():
+    model, x = small_vae(seed=2), binary_batch(3)
+    torch.manual_seed(4)
+    d = objectives.weighted_draws(model, x, 50, n_resample=20000)
+    torch.manual_seed(4)
+    torch.testing.assert_close(d["log_w"], log_weights(model, x, 50))   # the same draws, in the same order
+    assert d["z"].shape == (50, 3, 2) and d["resampled"].shape == (3, 20000, 2)
+    torch.testing.assert_close(d["w"].sum(0), torch.ones(3, dtype=DT))
+    torch.testing.assert_close(d["ess"], d["w"].sum(0) ** 2 / (d["w"] ** 2).sum(0))
+    for j in range(3):   # each draw comes back about w_i * n times: within 5 binomial standard deviations
+        hits = (d["resampled"][j][:, None, :] == d["z"][None, :, j, :]).all(-1)   # (n, k)
+        assert hits.any(1).all(), "every resampled z is one of the k draws"
+        freq, w = hits.double().mean(0), d["w"][:, j]
+        assert ((freq - w).abs() <= 5 * (w * (1 - w) / 20000).sqrt() + 1e-9).all()
+    assert "resampled" not in objectives.weighted_draws(model, x, 5)
+    with pytest.raises(ValueError, match="n_resample must be a non-negative int"):
+        objectives.weighted_draws(model, x, 5, n_resample=-1)
+
+
+def test_snr_against_k_is_gradient_snr_per_k_in_turn():
+    am, x = small_vae(seed=1), binary_batch(1)
+    torch.manual_seed(0)
+    means, floors = snr.snr_against_k(am, x, (1, 10), repeats=50)
+    torch.manual_seed(0)
+    for i, k in enumerate((1, 10)):
+        ratios, floor = snr.gradient_snr(am, x, k, repeats=50, floor=True)
+        for part in ("encoder", "decoder"):
+            assert means[part][i] == ratios[part].mean().item() and floors[part][i] == floor[part].mean().item()
+
+
+def test_autocast_gap_is_small_and_zero_without_autocast_differences():
+    model, x = small_vae(seed=3), binary_batch(10)
+    model = model.float()
+    gap = metrics.autocast_gap(model, x.float(), k=20, seed=1)
+    assert 0 <= gap < 0.05
+    torch.manual_seed(1)
+    a = metrics.log_likelihood(model, x.float(), k=20, progress=False)
+    torch.manual_seed(1)
+    assert torch.equal(a, metrics.log_likelihood(model, x.float(), k=20, progress=False))

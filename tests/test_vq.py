@@ -336,3 +336,31 @@ def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_gri
     assert editor.panel.layout.shapes[0].y0 == 0.5
     with pytest.raises(ValueError, match="grids"):
         vq_viz.CodeEditor(model, torch.full((1, 7, 7), 8))
+
+
+def test_codebook_summary_code_views_and_swaps():
+    from vaekit import metrics, vq_viz
+    torch.manual_seed(0)
+    model = VQVAE(8, 4, hidden=8).eval()
+    x = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    s = vq_viz.codebook_summary(model, x, x * 0.5)
+    codes = model.codes(x)
+    assert s["perplexity"] == metrics.codebook_perplexity(codes, 8) and s["dead"] == metrics.dead_code_fraction(codes, 8)
+    with torch.no_grad():
+        nll = -model.decode_indices(codes).log_prob(x).mean().item()
+        mse = ((model.reconstruct(x * 0.5) - x * 0.5) ** 2).mean().item()
+    assert s["recon_nll"] == pytest.approx(nll) and s["recon_mse"] == pytest.approx(mse)
+    v = vq_viz.code_views(model, x)
+    assert v["decoded"].shape == (8, 1, 28, 28) and v["mean_patch"].shape == (8, 4, 4)
+    assert v["usage"].sum() == codes.numel() and (v["usage"][v["order"]].diff() <= 0).all()   # most used first
+    top = int(v["order"][0])
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)[:, 0]   # (N, 7, 7, 4, 4)
+    torch.testing.assert_close(v["mean_patch"][0], patches[codes == top].mean(0))
+    unused = (v["usage"][v["order"]] == 0)
+    assert (v["mean_patch"][unused] == 0).all()
+    swaps = vq_viz.code_swaps(model, codes[0], [(3, 3), (2, 4)], v["order"][:3])
+    assert swaps.shape == (6, 1, 28, 28)
+    grid = codes[0].clone()
+    grid[2, 4] = v["order"][1]
+    with torch.no_grad():
+        torch.testing.assert_close(swaps[4], model.decode_indices(grid[None]).mean[0])   # row 2: position (2, 4), code 1

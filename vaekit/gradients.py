@@ -182,7 +182,26 @@ class ParameterTrace:
         return torch.stack(self._values).cpu()
 
 
-__all__ = ["score_function_surrogate", "score_function_estimate", "pathwise_estimate", "score_function_elbo",
+def iwae_gradient_parts(model: nn.Module, x: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """The IWAE gradient taken apart, for one example ``x`` ``[1, ...]``: k draws z_i ~ q (from the
+    current random state) and the gradients g_i of log w_i = log p(x, z_i) - log q(z_i|x) over all
+    of the model's parameters, flattened. Returns ``(w [k], autograd [P], weighted [P], uniform
+    [P])``: the normalised weights; autograd's gradient of L_k = logsumexp(log w) - log k on these
+    draws; sum_i w_i g_i (Burda et al. 2016, eq. 14, which autograd should equal); and the plain
+    mean of the g_i (the gradient of the mean of k single-sample ELBOs, the VAE's)."""
+    from .objectives import log_weights
+    check_positive_int(k=k)
+    if x.shape[0] != 1:
+        raise ValueError(f"x must hold one example, shape [1, ...], got shape {list(x.shape)}")
+    params = list(model.parameters())
+    flat = lambda grads: torch.cat([g.reshape(-1) for g in grads])
+    lw = log_weights(model, x, k)[:, 0]  # (k,)
+    auto = flat(torch.autograd.grad(torch.logsumexp(lw, 0) - math.log(k), params, retain_graph=True))
+    w = torch.softmax(lw.detach(), 0)  # (k,)
+    each = [flat(torch.autograd.grad(lw[i], params, retain_graph=True)) for i in range(k)]
+    return w, auto, sum(w[i] * each[i] for i in range(k)), sum(each[i] for i in range(k)) / k
+
+__all__ = ["iwae_gradient_parts", "score_function_surrogate", "score_function_estimate", "pathwise_estimate", "score_function_elbo",
            "estimate", "elbo_estimate", "gaussian_from_params", "loglog_slope", "descend", "compare_estimators",
            "gradient_estimates", "EstimatorStats", "estimator_stats", "ParameterTrace"]
 

@@ -128,12 +128,46 @@ def interpolation_path(z_a: torch.Tensor, z_b: torch.Tensor, steps: int = 10, mo
     raise ValueError(f"mode must be 'linear' or 'spherical', got {mode!r}")
 
 
+@torch.no_grad()
+def prior_rows(model, rows: int = 3, per_row: int = 12) -> dict[str, torch.Tensor]:
+    """``rows * per_row`` draws z ~ p(z) (from the current random state), for :func:`digit_strip`:
+    rows of E[x|z], then one row of images x ~ p(x|z) drawn for the first ``per_row`` of them."""
+    z = model.prior.sample((rows * per_row,))  # (rows * per_row, D) on the model's device
+    px = model.decode(z)
+    out = {f"E[x|z], z {i * per_row + 1}-{(i + 1) * per_row}": px.mean[i * per_row:(i + 1) * per_row].cpu()
+           for i in range(rows)}
+    return out | {f"x ~ p(x|z), z 1-{per_row}": px.sample()[:per_row].cpu()}
+
+
+def crossfade(x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """The pixel-space path from image ``x_a`` to ``x_b`` (both ``[C, H, W]``), (1 - t) x_a + t x_b
+    for ``steps`` values of t from 0 to 1: ``[steps, C, H, W]``, the baseline a latent path is
+    compared with (a double exposure, not a digit, half-way)."""
+    check_tensor("x_a", x_a, ndim=3, floating=True)
+    if x_b.shape != x_a.shape:
+        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    t = torch.linspace(0, 1, steps, dtype=x_a.dtype, device=x_a.device)[:, None, None, None]  # (steps, 1, 1, 1)
+    return (1 - t) * x_a + t * x_b
+
+
 def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, mode: str = "linear") -> torch.Tensor:
     """Decode the path between the posterior means of two images ``[C, H, W]``: ``[steps, C, H, W]``."""
     device = _device(model)
     with torch.no_grad():
         z = model.encode(torch.stack([x_a, x_b]).to(device)).mean  # (2, D)
     return decode_mean(model, interpolation_path(z[0], z[1], steps, mode))
+
+
+def interpolation_rows(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10,
+                       pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Three ways from image ``x_a`` to ``x_b``, as rows for :func:`digit_strip`: decoded along
+    the straight latent line, the cross-fade of the pixels (of ``pixels``, e.g. the grey-level
+    originals of binarized inputs, default the inputs), and decoded along the slerp."""
+    fade = crossfade(*(pixels or (x_a, x_b)), steps)
+    return {"latent, linear": interpolate(model, x_a, x_b, steps, mode="linear"), "pixels (cross-fade)": fade,
+            "latent, slerp": interpolate(model, x_a, x_b, steps, mode="spherical")}
 
 
 def traversal(model, z0: torch.Tensor, values: Sequence[float], dims: Sequence[int] | None = None) -> torch.Tensor:
@@ -167,6 +201,20 @@ def kl_bars(kls: dict[str, torch.Tensor], title: str, threshold: float | None = 
         fig.add_hline(y=threshold, line_dash="dot", annotation_text=f"{threshold} nats")
     fig.update_layout(title=title, barmode="group", xaxis_title="latent dimension, sorted by its KL (rank)",
                       yaxis_title="KL(q(z_d|x) || p(z_d)), nats (mean over test digits)", height=420)
+    return fig
+
+
+def activity_figure(covs: dict[str, torch.Tensor], title: str, threshold: float = 0.01) -> go.Figure:
+    """Burda et al.'s activity Cov_x(E_q[z_u|x]) of every latent dimension, sorted, one line per
+    model (``covs[name]``: ``[D]``), on a log axis with the active-unit threshold dotted."""
+    fig = go.Figure()
+    for name, cov in covs.items():
+        cov = torch.as_tensor(cov).detach().float().cpu()
+        fig.add_trace(go.Scatter(x=list(range(1, len(cov) + 1)), y=torch.sort(cov, descending=True).values.tolist(),
+                                 mode="lines+markers", name=name))
+    fig.add_hline(y=threshold, line_dash="dot", annotation_text=f"threshold {threshold:g}")
+    fig.update_layout(title=title, yaxis_type="log", xaxis_title="latent dimension, sorted by activity (rank)",
+                      yaxis_title="Cov_x(E_q[z_u | x]) (log scale)", height=420)
     return fig
 
 

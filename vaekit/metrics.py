@@ -107,6 +107,17 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, batch_size: int | None
     return torch.cat(out)
 
 
+def autocast_gap(model, x: torch.Tensor, k: int = 5000, seed: int = 0) -> float:
+    """Mean absolute change of the per-example :func:`log_likelihood` (nats) when the decoder runs
+    under bfloat16 autocast instead of float32, on the same draws (each run after
+    ``torch.manual_seed(seed)``): how much precision the fast path costs."""
+    values = []
+    for low in (False, True):
+        torch.manual_seed(seed)
+        values.append(log_likelihood(model, x, k=k, progress=False, autocast=low))
+    return (values[0] - values[1]).abs().mean().item()
+
+
 @torch.no_grad()
 def evaluate_elbo(model, x: torch.Tensor, batch_size: int = 1000, **elbo_kwargs) -> dict[str, float]:
     """Mean ELBO, reconstruction term and KL over a dataset (nats per example), summed in float64."""
@@ -118,6 +129,14 @@ def evaluate_elbo(model, x: torch.Tensor, batch_size: int = 1000, **elbo_kwargs)
         sums += torch.stack([t.elbo.double().sum(), t.reconstruction.double().sum(), t.kl.double().sum()])
     elbo_, rec, kl = (sums / x.shape[0]).tolist()
     return {"elbo": elbo_, "reconstruction": rec, "kl": kl}
+
+
+def elbo_evaluator(sets: dict[str, torch.Tensor], batch_size: int = 1000):
+    """A :func:`vaekit.fit` ``evaluate`` hook: ``model -> {name: mean ELBO of sets[name]}`` (nats),
+    e.g. ``{"train_elbo": x_train_eval, "test_elbo": x_test}`` for training curves."""
+    if not isinstance(sets, dict) or not sets:
+        raise ValueError(f"sets must be a non-empty dict {{name: examples}}, got {sets!r}")
+    return lambda model: {name: evaluate_elbo(model, x, batch_size)["elbo"] for name, x in sets.items()}
 
 
 @torch.no_grad()
@@ -138,6 +157,33 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: in
         raise ValueError(f"x must hold at least two examples to estimate a variance, got shape {tuple(x.shape)}")
     var = posterior_means(model, x, batch_size).var(0)
     return int((var > threshold).sum()), var
+
+
+def nearest_centre_accuracy(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor,
+                            y_test: torch.Tensor) -> float:
+    """How well latent codes separate the classes: each test code gets the label of the nearest
+    class centre (mean code of that label's training codes); the fraction right."""
+    check_tensor("z_train", z_train, ndim=2, floating=True)
+    check_tensor("z_test", z_test, ndim=2, floating=True)
+    if len(z_train) != len(y_train) or len(z_test) != len(y_test):
+        raise ValueError(f"codes and labels must pair up, got {len(z_train)} and {len(y_train)} training, "
+                         f"{len(z_test)} and {len(y_test)} test")
+    classes = torch.unique(y_train)
+    centres = torch.stack([z_train[y_train == c].mean(0) for c in classes])  # (C, D)
+    return (classes[torch.cdist(z_test, centres).argmin(1)] == y_test).float().mean().item()
+
+
+@torch.no_grad()
+def dequantization_gap(model, x: torch.Tensor, samples: int = 50) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Theis et al.'s dequantization bound against the discrete probability, per pixel, for a model
+    with discretized-logistic pixels at z = each image's posterior mean: ``(gap [B, P], se [B],
+    edge [B, P])``, gap = log P(x|z) - (E_u[log p((n + u)/256 | z)] - log 256) in nats (at least 0 in
+    expectation), the standard error of each image's summed gap, and which pixels sit in an end
+    bin (n = 0 or 255), where the bound is loose."""
+    from .discretized import dequantized_bound
+    px = model.decode(model.encode(x).mean).base_dist  # DiscretizedLogistic, (B, C, H, W)
+    log_p, (lower, lower_se) = px.log_prob(x), dequantized_bound(px, x, samples=samples)
+    return (log_p - lower).flatten(1), lower_se.flatten(1).pow(2).sum(1).sqrt(), (x % 1 == 0).flatten(1)
 
 
 @torch.no_grad()

@@ -186,3 +186,39 @@ def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[
     values = torch.stack(values)  # (reps, len(ks), B)
     se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device)
     return values.mean(0), se
+
+
+@torch.no_grad()
+def weighted_draws(model, x: torch.Tensor, k: int, n_resample: int = 0) -> dict:
+    """``k`` draws z ~ q(z|x) per example with their importance weights, and ``n_resample`` of
+    them drawn again in proportion to the weights (sampling-importance-resampling).
+
+    Returns ``dict(z [k, B, D], log_w [k, B], w [k, B] normalised over the k draws, ess [B],
+    resampled [B, n_resample, D])``; ``log_w`` is :func:`log_weights` on the same draws (the same
+    random numbers are used in the same order), so ``log_mean_exp(log_w) = L_k`` and
+    ``log_w.mean(0)`` is the mean of k single-sample ELBOs."""
+    from .estimators import effective_sample_size, normalized_weights
+    check_input(model, x)
+    check_positive_int(k=k)
+    if isinstance(n_resample, bool) or not isinstance(n_resample, int) or n_resample < 0:
+        raise ValueError(f"n_resample must be a non-negative int, got {n_resample!r}")
+    q = model.encode(x)
+    z = q.rsample((k,))  # (k, B, D)
+    px = model.decode(z)
+    lw = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z) - q.log_prob(z)  # (k, B)
+    w = normalized_weights(lw, 0)  # (k, B)
+    out = dict(z=z, log_w=lw, w=w, ess=effective_sample_size(lw, 0))
+    if n_resample:
+        pick = torch.multinomial(w.T, n_resample, replacement=True)  # (B, n) indices into the k draws
+        out["resampled"] = torch.stack([z[pick[j], j] for j in range(x.shape[0])])  # (B, n, D)
+    return out
+
+
+@torch.no_grad()
+def elbo_draws(model, x: torch.Tensor, reps: int, analytic_kl: bool = True) -> torch.Tensor:
+    """``reps`` independent single-sample ELBO estimates per example, ``[reps, B]`` nats:
+    Kingma & Welling's estimator A (``analytic_kl=False``, every term sampled) or B (the KL in
+    closed form). Their spread over the repetitions is the estimator's noise."""
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
+        raise ValueError(f"reps must be an int >= 2 (a spread needs two draws), got {reps!r}")
+    return torch.stack([elbo(model, x, analytic_kl=analytic_kl) for _ in range(reps)])

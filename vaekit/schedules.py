@@ -77,4 +77,24 @@ class ExponentialLR(_Schedule):
         return self.lr * (self.final / self.lr) ** (min(step, self.steps) / self.steps)
 
 
-__all__ = ["StepwiseLR", "ExponentialLR"]
+__all__ = ["StepwiseLR", "ExponentialLR", "EveryStep"]
+
+
+class EveryStep:
+    """A fit callback that steps a ``torch.optim.lr_scheduler`` scheduler after every optimiser
+    step (e.g. ``CosineAnnealingLR(optimizer, T_max=steps)``: a cosine from the optimiser's rate
+    to ``eta_min`` over the run). Its state is saved in fit's checkpoints."""
+
+    def __init__(self, scheduler):
+        if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
+            raise TypeError(f"scheduler must be a torch.optim.lr_scheduler scheduler, got {type(scheduler).__name__}")
+        self.scheduler = scheduler
+
+    def on_step(self, state) -> None:
+        self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)

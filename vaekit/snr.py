@@ -91,4 +91,17 @@ def gradient_snr(model: torch.nn.Module, x: torch.Tensor, k: int, repeats: int =
     return (ratios, {name: noise_floor(part) for name, part in parts.items()}) if floor else ratios
 
 
-__all__ = ["gradient_samples", "snr", "noise_floor", "gradient_snr"]
+def snr_against_k(model: torch.nn.Module, x: torch.Tensor, ks: Iterable[int], repeats: int = 100,
+                  objective: Objective = iwae_bound) -> tuple[dict, dict]:
+    """:func:`gradient_snr` with its noise floor for each k in turn (from the current random
+    state): ``(means, floors)``, each ``{"encoder": [one mean SNR per k], "decoder": [...]}``."""
+    means, floors = {"encoder": [], "decoder": []}, {"encoder": [], "decoder": []}
+    for k in ks:
+        ratios, floor = gradient_snr(model, x, k, repeats=repeats, objective=objective, floor=True)
+        for part in means:
+            means[part].append(ratios[part].mean().item())
+            floors[part].append(floor[part].mean().item())
+    return means, floors
+
+
+__all__ = ["gradient_samples", "snr", "noise_floor", "gradient_snr", "snr_against_k"]

@@ -79,6 +79,30 @@ class History:
         return self.records[-1] if self.records else {}
 
 
+class KeepBest:
+    """A :func:`fit` ``evaluate`` hook that scores the model (``score(model) -> float``, higher is
+    better: a validation ELBO, say), logs it under ``name`` and keeps a copy of the weights at the
+    best score so far (the first, on a tie); :meth:`restore` loads them back: early stopping
+    without stopping."""
+
+    def __init__(self, score: Callable[[torch.nn.Module], float], name: str = "valid"):
+        self.score, self.name = score, name
+        self.best, self.state = -math.inf, None
+
+    def __call__(self, model: torch.nn.Module) -> dict:
+        value = float(self.score(model))
+        if value > self.best:
+            self.best, self.state = value, copy.deepcopy(model.state_dict())
+        return {self.name: value}
+
+    def restore(self, model: torch.nn.Module) -> float:
+        """Load the best weights into ``model``; returns their score."""
+        if self.state is None:
+            raise RuntimeError("KeepBest has scored nothing yet: pass it to fit as evaluate=")
+        model.load_state_dict(self.state)
+        return self.best
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss (or diverged: see :func:`fit`'s ``divergence``)."""
 

@@ -108,3 +108,108 @@ def xy_lines(series: dict, title: str, xaxis: str, yaxis: str, log_x: bool = Fal
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def history_panels(histories: dict, panels: dict[str, tuple[str, str]], title: str, height: int = 440) -> go.Figure:
+    """Training histories side by side: one panel per logged key, ``panels[key] = (subplot title,
+    y-axis title)``, one colour per run (``histories[name]``: a :class:`vaekit.train.History`),
+    against the optimiser step. Keys logged only on some epochs (validation) are drawn with markers
+    at those epochs; the legend names each run once."""
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.14,
+                        subplot_titles=[t for t, _ in panels.values()])
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for i, (name, h) in enumerate(histories.items()):
+        for col, key in enumerate(panels, start=1):
+            points = [(r["step"], r[key]) for r in h.records if key in r]
+            sparse = len(points) < len(h.records)
+            fig.add_trace(go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], name=str(name),
+                                     mode="lines+markers" if sparse else "lines", legendgroup=str(name),
+                                     showlegend=col == 1, line_color=colors[i % len(colors)]), row=1, col=col)
+    fig.update_xaxes(title_text="optimiser step")
+    for col, (_, ytitle) in enumerate(panels.values(), start=1):
+        fig.update_yaxes(title_text=ytitle, row=1, col=col)
+    fig.update_layout(title=title, height=height)
+    return fig
+
+
+def bar_panels(names: Sequence[str], panels: dict[str, tuple], title: str, height: int = 460) -> go.Figure:
+    """The same runs ``names`` as bars in side-by-side panels: ``panels[subplot title] = (values,
+    errors or None, y-axis title)``, one value (and error-bar half-width) per name."""
+    from plotly.subplots import make_subplots
+    names = list(names)
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.16, subplot_titles=list(panels))
+    for col, (panel, (values, errors, ytitle)) in enumerate(panels.items(), start=1):
+        values = list(values)
+        if len(values) != len(names) or (errors is not None and len(list(errors)) != len(names)):
+            raise ValueError(f"panel {panel!r} must have one value (and error) per name ({len(names)})")
+        fig.add_trace(go.Bar(x=names, y=values, error_y=None if errors is None else dict(array=list(errors))), 1, col)
+        fig.update_yaxes(title_text=ytitle, row=1, col=col)
+    fig.update_layout(title=title, height=height, showlegend=False).update_xaxes(tickangle=-30)
+    return fig
+
+
+def bars(categories: Sequence[str], series: dict, title: str, xaxis: str, yaxis: str, barmode: str = "group",
+         height: int = 450) -> go.Figure:
+    """Bars over ``categories``, one trace per entry of ``series``: a list of heights, or a dict with
+    ``y`` and optionally ``base`` (where each bar starts) and ``error`` (error-bar half-widths)."""
+    categories = list(categories)
+    fig = go.Figure()
+    for name, spec in series.items():
+        spec = dict(spec) if isinstance(spec, dict) else {"y": spec}
+        y = list(spec["y"])
+        if len(y) != len(categories):
+            raise ValueError(f"series {name!r} has {len(y)} values for {len(categories)} categories")
+        error = spec.get("error")
+        fig.add_trace(go.Bar(x=categories, y=y, base=spec.get("base"), name=name,
+                             error_y=None if error is None else dict(type="data", array=list(error))))
+    fig.update_layout(title=title, barmode=barmode, height=height, xaxis_title=xaxis, yaxis_title=yaxis)
+    return fig
+
+
+def heatmap(x: Sequence[float], y: Sequence[float], z, title: str, xaxis: str, yaxis: str, colorbar: str,
+            hover: str | None = None, text=None, zmid: float | None = None, colorscale: str = "RdBu_r",
+            height: int = 480) -> go.Figure:
+    """A heatmap ``z`` ``[len(y), len(x)]`` with a titled colour bar; ``hover`` a plotly hover
+    template (it may show ``text``, an array of the same shape)."""
+    z = np.asarray(torch.as_tensor(z).detach().cpu()) if isinstance(z, torch.Tensor) else np.asarray(z)
+    if z.shape != (len(y), len(x)):
+        raise ValueError(f"z must have shape [len(y), len(x)] = [{len(y)}, {len(x)}], got {list(z.shape)}")
+    text = None if text is None else np.asarray(torch.as_tensor(text).detach().cpu())
+    fig = go.Figure(go.Heatmap(x=list(x), y=list(y), z=z, colorscale=colorscale, zmid=zmid, colorbar=dict(title=colorbar),
+                               text=text, hovertemplate=hover))
+    fig.update_layout(title=title, height=height, xaxis_title=xaxis, yaxis_title=yaxis)
+    return fig
+
+
+def line_groups(groups: dict[str, dict[str, Sequence[float]]], title: str, xaxis: str, yaxis: str,
+                colors: Sequence[str] | None = None, dashes: Sequence[str] = ("solid", "dash", "dot"),
+                height: int = 520) -> go.Figure:
+    """Lines in groups: one colour per group, its lines (``groups[name][label]``, one value per
+    epoch from 1) in successive dash styles, each named ``"name: label"``."""
+    colors = list(colors or ["black", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"])
+    fig = go.Figure()
+    for i, (name, lines) in enumerate(groups.items()):
+        for j, (label, ys) in enumerate(lines.items()):
+            ys = list(ys)
+            fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=f"{name}: {label}",
+                                     line=dict(color=colors[i % len(colors)], dash=dashes[j % len(dashes)])))
+    fig.update_layout(title=title, height=height, xaxis_title=xaxis, yaxis_title=yaxis)
+    return fig
+
+
+def paths_on_contour(grid: torch.Tensor, surface: torch.Tensor, paths: dict, point: Sequence[float], title: str,
+                     xaxis: str, yaxis: str, colorbar: str, contours: dict | None = None,
+                     point_name: str = "optimum") -> go.Figure:
+    """Optimisation paths ``paths[name]`` (``[steps + 1, 2]``) over the contours of a loss
+    ``surface`` ``[len(grid), len(grid)]`` on a square ``grid``, the optimum ``point`` a star; equal
+    axis scales."""
+    fig = go.Figure(go.Contour(x=grid, y=grid, z=surface, colorscale="Greys", showscale=True, opacity=0.45,
+                               contours=contours, colorbar=dict(title=colorbar), name="exact loss"))
+    for name, path in paths.items():
+        fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", marker=dict(size=3), name=name))
+    fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(symbol="star", size=16, color="black"),
+                             name=point_name))
+    fig.update_layout(title=title, height=600, width=700, xaxis_title=xaxis, yaxis_title=yaxis, legend=dict(x=0.01, y=0.99))
+    fig.update_yaxes(scaleanchor="x")
+    return fig

@@ -106,6 +106,50 @@ def codebook_pca(models: dict, x: torch.Tensor, max_points: int = 3000, seed: in
     return fig
 
 
+@torch.no_grad()
+def codebook_summary(model, x_bin: torch.Tensor, x_grey: torch.Tensor) -> dict:
+    """How a VQ-VAE uses its codebook on test images: ``dict(perplexity`` of the codes chosen for
+    ``x_bin`` (of K), ``dead`` (fraction of the K codes never chosen), ``recon_nll`` (mean -log
+    p(x_bin|z_q), nats), ``recon_mse`` (mean squared error of the reconstructions of the grey
+    ``x_grey``)``)``."""
+    codes = model.codes(x_bin)  # (N, H, W)
+    px = model.decode_indices(codes)
+    return dict(perplexity=metrics.codebook_perplexity(codes, model.num_codes),
+                dead=metrics.dead_code_fraction(codes, model.num_codes),
+                recon_nll=-px.log_prob(x_bin.to(model.device)).mean().item(),
+                recon_mse=((model.reconstruct(x_grey).cpu() - x_grey) ** 2).mean().item())
+
+
+@torch.no_grad()
+def code_views(model, x: torch.Tensor) -> dict:
+    """What each code means, codes sorted by use on images ``x`` ``[N, 1, H, W]``: ``dict(codes
+    [N, h, w], usage [K], order [K]`` (most used first), ``decoded [K, 1, H, W]`` (the decoder's
+    view: each code over the whole grid), ``mean_patch [K, H/h, W/w]`` (the encoder's view: the
+    mean image patch under each code, zeros for an unused one)``)``."""
+    codes = model.codes(x)  # (N, h, w)
+    h, w = codes.shape[1:]
+    usage = metrics.codebook_usage(codes, model.num_codes).cpu()
+    order = torch.argsort(usage, descending=True)
+    decoded = model.decode_indices(order[:, None, None].expand(len(order), h, w).to(model.device)).mean.cpu()
+    ph, pw = x.shape[2] // h, x.shape[3] // w
+    patches, codes_cpu = x.cpu().unfold(2, ph, ph).unfold(3, pw, pw)[:, 0], codes.cpu()  # (N, h, w, ph, pw)
+    mean_patch = torch.stack([patches[codes_cpu == k].mean(0) if usage[k] > 0 else torch.zeros(ph, pw) for k in order.tolist()])
+    return dict(codes=codes, usage=usage, order=order, decoded=decoded, mean_patch=mean_patch)
+
+
+@torch.no_grad()
+def code_swaps(model, grid: torch.Tensor, positions, codes: torch.Tensor) -> torch.Tensor:
+    """Decode one code grid ``[h, w]`` with one position set to each of ``codes`` in turn, for each
+    position ``(row, column)`` of ``positions``: E[x|z_q] images ``[len(positions) * len(codes), 1, H, W]``
+    on the CPU, one row per position."""
+    rows = []
+    for r, c in positions:
+        grids = grid.repeat(len(codes), 1, 1)  # (n, h, w)
+        grids[:, r, c] = codes
+        rows.append(model.decode_indices(grids.to(model.device)).mean.cpu())
+    return torch.cat(rows)
+
+
 class CodeEditor(widgets.VBox):
     """Sliders (digit, row, column, code) above a figure: the chosen digit's code grid with one
     position replaced (left, the edited cell boxed) and the decoded digit E[x|z] (right).
