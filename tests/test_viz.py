@@ -30,7 +30,7 @@ def test_history_panels_one_colour_per_run_markers_where_sparse():
     fig = viz.history_panels(h, {"loss": ("objective", "nats"), "valid": ("validation", "NLL, nats")}, "t")
     assert len(fig.data) == 4 and [t.name for t in fig.data] == ["a", "a", "b", "b"]
     assert list(fig.data[1].x) == [20] and list(fig.data[1].y) == [5.0] and fig.data[1].mode == "lines+markers"
-    assert fig.data[0].mode == "lines" and fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert list(fig.data[0].x) == [10, 20] and fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
     assert [t.showlegend for t in fig.data] == [True, False, True, False]
     assert fig.layout.yaxis2.title.text == "NLL, nats" and fig.layout.xaxis.title.text == "optimiser step"
 

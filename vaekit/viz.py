@@ -113,18 +113,17 @@ def xy_lines(series: dict, title: str, xaxis: str, yaxis: str, log_x: bool = Fal
 def history_panels(histories: dict, panels: dict[str, tuple[str, str]], title: str, height: int = 440) -> go.Figure:
     """Training histories side by side: one panel per logged key, ``panels[key] = (subplot title,
     y-axis title)``, one colour per run (``histories[name]``: a :class:`vaekit.train.History`),
-    against the optimiser step. Keys logged only on some epochs (validation) are drawn with markers
-    at those epochs; the legend names each run once."""
+    against the optimiser step, only at the epochs that logged the key (validation every few epochs),
+    with markers where there are fewer than 60 points; the legend names each run once."""
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.14,
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.2,   # room for the second panel's y title
                         subplot_titles=[t for t, _ in panels.values()])
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     for i, (name, h) in enumerate(histories.items()):
         for col, key in enumerate(panels, start=1):
             points = [(r["step"], r[key]) for r in h.records if key in r]
-            sparse = len(points) < len(h.records)
             fig.add_trace(go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], name=str(name),
-                                     mode="lines+markers" if sparse else "lines", legendgroup=str(name),
+                                     mode="lines+markers" if len(points) < 60 else "lines", legendgroup=str(name),
                                      showlegend=col == 1, line_color=colors[i % len(colors)]), row=1, col=col)
     fig.update_xaxes(title_text="optimiser step")
     for col, (_, ytitle) in enumerate(panels.values(), start=1):
