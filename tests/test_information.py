@@ -146,3 +146,44 @@ def test_bad_input_is_refused_naming_it():
         information.aggregate_log_prob(q, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="max_elements"):
         information.aggregate_log_prob(q, torch.zeros(4, 2), max_elements=0)
+
+
+
+def test_rate_distortion_explorer_moves_the_point_and_the_images():
+    from vaekit import information_viz
+    points = {0.5: (30.0, 85.0), 1: (24.0, 90.0), 2: (15.0, 105.0)}
+    images = {b: torch.full((4, 1, 5, 5), v) for b, v in zip(points, (0.1, 0.5, 0.9))}
+    ex = information_viz.RateDistortionExplorer(points, images, ncols=2)
+    marker = next(t for t in ex.view.data if t.name == "selected")
+    assert ex.beta == 1 and (marker.x[0], marker.y[0]) == (24.0, 90.0)
+    ex.slider.value = 1  # log2 beta = 1: beta = 2
+    heat = next(t for t in ex.view.data if t.type == "heatmap")
+    assert ex.beta == 2 and (marker.x[0], marker.y[0]) == (15.0, 105.0)
+    assert abs(float(max(max(r) for r in heat.z)) - 0.9) < 1e-6
+    assert "D + R = 120.0" in ex.view.layout.title.text
+    with pytest.raises(ValueError, match="power of two"):
+        information_viz.RateDistortionExplorer({3: (1.0, 2.0)}, {3: torch.zeros(1, 1, 2, 2)})
+    with pytest.raises(ValueError, match="one entry per"):
+        information_viz.RateDistortionExplorer(points, {1: torch.zeros(1, 1, 2, 2)})
+    with pytest.raises(ValueError, match="finite"):
+        information_viz.rate_distortion_figure({"a": (float("nan"), 1.0)})
+
+
+def test_iso_elbo_lines_pass_through_the_best_and_worst_points():
+    from vaekit import information_viz
+    points = {"a": (10.0, 100.0), "b": (20.0, 95.0), "c": (5.0, 130.0)}
+    assert information_viz.iso_elbo_levels(points, n=3) == [110.0, 122.5, 135.0]
+    fig = information_viz.rate_distortion_figure(points)
+    iso = [t for t in fig.data if t.mode == "lines"]  # the default: 5 levels from the best to the worst D + R
+    levels = [110.0, 116.25, 122.5, 128.75, 135.0]
+    assert len(iso) == 5 and all(abs(t.x[i] + t.y[i] - lv) < 1e-9 for t, lv in zip(iso, levels) for i in (0, 1))
+
+
+def test_aggregate_posterior_figure_draws_one_panel_per_prior():
+    from vaekit import information_viz
+    prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    fig = information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 2)), "b": (prior, torch.randn(30, 2))},
+                                                     labels=torch.arange(30) % 10)
+    assert [t.type for t in fig.data] == ["contour", "scatter", "contour", "scatter"]
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 3))})

@@ -136,3 +136,4 @@ def latent_information(model, x: torch.Tensor, samples: int = 1, batch_size: int
     """:func:`information_terms` for the model's encoder on the data ``x`` (x uniform over its N examples)
     and the model's prior ``model.prior``."""
     return information_terms(encode_all(model, x, batch_size), model.prior, samples, max_elements)
+
