@@ -357,3 +357,91 @@ def test_best_on_validation_as_a_fit_callback_scores_every_n_steps():
     assert keep.steps == [7, 14, 21, 28]
     assert keep.best_error == min(keep.errors) < 0.2
     assert clf.training is False  # fit leaves the model in eval mode; the callback restored train mode in between
+
+
+# ---- M1 + M2: M2 on a VAE's latent features ----
+
+def small_m1m2(seed: int = 0, n: int = 200):
+    torch.manual_seed(seed)
+    m1 = vaekit.VAE.mlp(latent_dim=3, hidden=(16,), activation="softplus")
+    x = binary_x(n)
+    moments = ssvae.posterior_moments(m1, x, batch_size=64)
+    m2 = ssvae.M2.on_features(3, latent_dim=2, hidden=8)
+    return ssvae.M1M2(m1, m2, moments), m1, m2, x, moments
+
+
+def test_feature_decoder_is_a_diagonal_gaussian_with_a_learned_scale_per_dimension():
+    torch.manual_seed(0)
+    dec = ssvae.FeatureDecoder(4, 3, (8,))
+    with torch.no_grad():
+        dec.log_sigma.copy_(torch.tensor([-1.0, 0.0, 0.5]))
+    z, f = torch.randn(2, 5, 4), torch.randn(2, 5, 3)
+    p = dec(z)
+    assert p.batch_shape == (2, 5) and p.event_shape == (3,)
+    by_hand = torch.distributions.Normal(dec.body(z), torch.tensor([-1.0, 0.0, 0.5]).exp()).log_prob(f).sum(-1)
+    assert torch.allclose(p.log_prob(f), by_hand, atol=1e-6)
+
+
+def test_posterior_moments_are_the_encoders_means_and_standard_deviations():
+    _, m1, _, x, moments = small_m1m2()
+    q = m1.encode(x)
+    assert moments.shape == (200, 2, 3)
+    assert torch.allclose(moments[:, 0], q.mean, atol=1e-6) and torch.allclose(moments[:, 1], q.stddev, atol=1e-6)
+
+
+def test_m1m2_standardizes_z1_to_zero_mean_and_unit_spread():
+    # loc and scale are the mean and sd of z1 ~ q(z1|x) over the digits (means' spread plus posterior variance)
+    stacked, _, _, _, moments = small_m1m2()
+    reps = 200
+    f = stacked.sample_features(moments.repeat(reps, 1, 1))  # (reps * 200, 3)
+    se = 1 / math.sqrt(f.shape[0])
+    assert (f.mean(0).abs() < 4 * se).all(), f.mean(0)
+    assert ((f.var(0) - 1).abs() < 0.05).all(), f.var(0)
+    # scaling by the spread of the means alone would give a variance of 1 + E[sd^2] / var(mean), far above 1
+    assert (moments[:, 1].pow(2).mean(0) / moments[:, 0].var(0) > 0.2).any(), "the test needs a noisy latent"
+
+
+def test_m1m2_classifies_encodes_and_decodes_through_m1():
+    stacked, m1, m2, x, _ = small_m1m2()
+    xb, y = x[:4], torch.tensor([0, 3, 7, 9])
+    f = (m1.encode(xb).mean - stacked.loc) / stacked.scale
+    assert torch.allclose(stacked.features(xb), f)
+    assert torch.allclose(stacked(xb).logits, m2.classify(f).logits)
+    assert torch.allclose(stacked.encode(xb, y).mean, m2.encode(f, y).mean)
+    z = torch.randn(4, 2)
+    expected = m1.decode(m2.decode(z, y).mean * stacked.scale + stacked.loc).mean
+    assert torch.allclose(stacked.decode(z, y).mean, expected)
+    assert ssvae.predict(stacked, xb).shape == (4,)
+    grid = ssvae.analogies(stacked, xb, y)
+    assert grid.shape == (4, K, 1, 28, 28)
+    assert torch.allclose(grid[:, 5], stacked.decode(stacked.encode(xb, y).mean, torch.full((4,), 5)).mean, atol=1e-6)
+    fixed = ssvae.ClassDecoder(stacked, label=2)
+    assert fixed.latent_dim == 2 and fixed.decode(z).mean.shape == (4, 1, 28, 28)
+    with pytest.raises(ValueError, match="moments must have shape"):
+        ssvae.M1M2(m1, m2, torch.zeros(5, 3))
+
+
+def test_feature_m2_bounds_lie_below_the_importance_sampled_log_likelihood():
+    torch.manual_seed(0)
+    m = ssvae.M2.on_features(5, latent_dim=2, hidden=16)
+    f = torch.randn(10, 5)
+    with torch.no_grad():
+        est = ssvae.log_marginal(m, f, k=3000)
+        u = torch.stack([ssvae.unlabelled_bound(m, f, k=50) for _ in range(20)]).mean(0)
+    assert (u < est).all()
+    assert (est - u).mean() > 0.1, "an untrained q should leave a visible gap"
+
+
+def test_fit_trains_m1m2_on_sampled_features():
+    torch.manual_seed(0)
+    centres = 3 * torch.randn(K, 4)
+    y = torch.arange(500) % K
+    moments = torch.stack([centres[y] + 0.5 * torch.randn(500, 4), torch.full((500, 4), 0.3)], 1)  # (N, 2, 4)
+    m2 = ssvae.M2.on_features(4, latent_dim=2, hidden=32)
+    stacked = ssvae.M1M2(nn.Identity(), m2, moments)
+    f_mean = (moments[:, 0] - stacked.loc) / stacked.scale
+    obj = ssvae.M2Objective(moments[:50], y[:50], n_unlabelled=450, alpha_per_digit=1.0, labelled_batch=50,
+                            labelled_weight=1.0, transform=stacked.sample_features)
+    vaekit.fit(m2, obj, moments[50:], steps=300, batch_size=50, lr=3e-3, transform=stacked.sample_features,
+               progress=False, device="cpu")
+    assert ssvae.error_rate(m2.classifier, f_mean, y) < 0.1

@@ -17,6 +17,9 @@ The bounds, in nats per example (shape ``[B]``):
 :func:`log_marginal` estimates log p(x) by importance sampling for checks. M1 is a plain
 :class:`vaekit.VAE`: :func:`vaekit.metrics.posterior_means` gives its features, and
 :func:`fit_classifier` trains a classifier on them (or on pixels: the supervised baseline).
+:class:`M1M2` stacks them as Kingma et al. did for their best numbers: an M2 built with
+:meth:`M2.on_features` (Gaussian p(z1|y, z2), :class:`FeatureDecoder`) models M1's standardized
+latents z1, and reads and writes pixels through M1's encoder and decoder.
 """
 from __future__ import annotations
 
@@ -132,6 +135,32 @@ class M2(nn.Module):
                    Decoder.mlp(x_shape, latent_dim + num_classes, (hidden,), activation, likelihood, sigma),
                    latent_dim, num_classes)
 
+    @classmethod
+    def on_features(cls, feature_dim: int, latent_dim: int = 10, hidden: int = 500, num_classes: int = 10,
+                    activation: str = "softplus", classifier_hidden: Sequence[int] | None = None) -> "M2":
+        """M2 over real feature vectors ``[feature_dim]`` (the stacked M1 + M2): Gaussian p(x|y, z)
+        (:class:`FeatureDecoder`); ``classifier_hidden`` defaults to ``(hidden,)``."""
+        clf_hidden = (hidden,) if classifier_hidden is None else tuple(classifier_hidden)
+        return cls(Classifier((feature_dim,), num_classes, clf_hidden, activation),
+                   ConditionalEncoder((feature_dim,), num_classes, latent_dim, hidden, activation),
+                   FeatureDecoder(latent_dim + num_classes, feature_dim, (hidden,), activation),
+                   latent_dim, num_classes)
+
+
+class FeatureDecoder(nn.Module):
+    """z ``[..., D_in]`` -> N(mu, diag sigma^2) over real feature vectors ``[F]`` (M1's latents, for
+    M1 + M2): an MLP gives the mean, and the scale is learned per feature dimension."""
+
+    def __init__(self, in_dim: int, feature_dim: int, hidden: Sequence[int] = (500,), activation: str = "softplus"):
+        super().__init__()
+        self.x_shape = (feature_dim,)
+        self.body = mlp([in_dim, *hidden, feature_dim], activation)
+        self.log_sigma = nn.Parameter(torch.zeros(feature_dim))
+
+    def forward(self, z: torch.Tensor):
+        mu = self.body(z)  # (..., F)
+        return diag_gaussian(mu, self.log_sigma.exp().expand_as(mu))
+
 
 def _check_x(x, x_shape) -> None:
     check_tensor("x", x, floating=True)
@@ -241,6 +270,61 @@ class M2Objective:
         log_qy = model.classify(xl).log_prob(yl).mean()
         loss = -(w_l * bound_l + w_u * bound_u + self.alpha_per_digit * log_qy)
         return {"loss": loss, "labelled_bound": bound_l, "unlabelled_bound": bound_u, "log_qy": log_qy}
+
+
+@torch.no_grad()
+def posterior_moments(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Mean and standard deviation of a VAE's q(z|x) for every digit, ``[N, 2, D]`` (``[:, 0]`` the
+    means, ``[:, 1]`` the standard deviations), in batches on the VAE's device; returned there."""
+    check_positive_int(batch_size=batch_size)
+    device = module_device(vae)
+    parts = []
+    for i in range(0, x.shape[0], batch_size):
+        q = vae.encode(x[i:i + batch_size].to(device))
+        parts.append(torch.stack([q.mean, q.stddev], 1))  # (b, 2, D)
+    return torch.cat(parts)
+
+
+class M1M2(nn.Module):
+    """Kingma et al.'s stacked model: an M2 whose "images" are the latents z1 of a trained VAE (M1).
+
+    ``features(x)`` standardizes E[q(z1|x)] with ``loc`` and ``scale``, the mean and standard deviation
+    of z1 ~ q(z1|x) over the digits whose ``moments`` (:func:`posterior_moments`) are given: the
+    spread of the means plus the mean posterior variance, so an unused latent (mean near 0,
+    variance near 1) stays near 0 instead of being blown up to unit spread. ``sample_features``
+    draws standardized z1 ~ q(z1|x) from moments ``[B, 2, D]`` (a :func:`vaekit.fit` transform).
+    ``classify``, ``encode`` and ``decode`` take and give pixels, so :func:`analogies`,
+    :class:`ClassDecoder` and :func:`predict` (``forward`` is ``classify``) work on it as on M2:
+    ``decode(z, y)`` is M1's p(x | z1 = E[z1 | y, z]).
+    """
+
+    def __init__(self, m1: nn.Module, m2: M2, moments: torch.Tensor):
+        super().__init__()
+        if moments.dim() != 3 or moments.shape[1] != 2 or moments.shape[2] != m2.x_shape[0]:
+            raise ValueError(f"moments must have shape [N, 2, {m2.x_shape[0]}] (posterior_moments), got {list(moments.shape)}")
+        self.m1, self.m2 = m1, m2
+        self.latent_dim, self.num_classes = m2.latent_dim, m2.num_classes
+        mean, sd = moments[:, 0], moments[:, 1]
+        self.register_buffer("loc", mean.mean(0))
+        self.register_buffer("scale", (mean.var(0, unbiased=False) + sd.pow(2).mean(0)).sqrt())
+
+    def sample_features(self, moments: torch.Tensor) -> torch.Tensor:
+        z1 = moments[:, 0] + moments[:, 1] * torch.randn_like(moments[:, 0])  # (B, D)
+        return (z1 - self.loc) / self.scale
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.m1.encode(x).mean - self.loc) / self.scale
+
+    def classify(self, x: torch.Tensor) -> Categorical:
+        return self.m2.classify(self.features(x))
+
+    forward = classify
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor):
+        return self.m2.encode(self.features(x), y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor):
+        return self.m1.decode(self.m2.decode(z, y).mean * self.scale + self.loc)
 
 
 class ClassDecoder(nn.Module):
