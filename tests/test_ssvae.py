@@ -445,3 +445,16 @@ def test_fit_trains_m1m2_on_sampled_features():
     vaekit.fit(m2, obj, moments[50:], steps=300, batch_size=50, lr=3e-3, transform=stacked.sample_features,
                progress=False, device="cpu")
     assert ssvae.error_rate(m2.classifier, f_mean, y) < 0.1
+
+
+def test_fit_m2_leaves_the_model_at_its_lowest_validation_error():
+    torch.manual_seed(0)
+    centres = torch.bernoulli(torch.full((K, 12), 0.5))
+    y = torch.arange(400) % K
+    x = (torch.rand(400, 12) < (0.1 + 0.8 * centres[y])).float()
+    m = ssvae.M2.mlp((12,), latent_dim=2, hidden=32)
+    log = ssvae.fit_m2(m, x[:50], y[:50], x[100:], x[50:100], y[50:100], steps=200, alpha_per_digit=1.0, every=40,
+                       labelled_weight=1.0, batch_size=50, lr=3e-3, progress=False, device="cpu")
+    assert log.steps == [40, 80, 120, 160, 200, 200]
+    assert log.best_error == min(log.errors) < 0.3
+    assert ssvae.error_rate(m.classifier, x[50:100], y[50:100]) == log.best_error

@@ -376,6 +376,29 @@ class BestOnValidation:
         return err
 
 
+def fit_m2(model: M2, x_labelled: torch.Tensor, y_labelled: torch.Tensor, x_unlabelled: torch.Tensor,
+           x_val: torch.Tensor, y_val: torch.Tensor, *, steps: int, alpha_per_digit: float = 0.1, every: int = 100,
+           labelled_weight: float | None = None, transform=None, classify=lambda m: m.classifier,
+           batch_size: int = 100, lr: float = 1e-3, seed: int = 0, device=None, desc: str = "M2",
+           progress: bool = True) -> BestOnValidation:
+    """Train ``model`` on :class:`M2Objective` for ``steps`` optimizer steps with :func:`vaekit.fit`,
+    scoring ``classify(model)`` on the validation digits every ``every`` steps and at the end, and
+    leave ``model`` at its lowest validation error (early stopping on validation digits). Returns the
+    :class:`BestOnValidation` log (``steps``, ``errors``, ``best_step``, ``best_error``)."""
+    if device is not None:
+        model.to(device)
+    dev = module_device(model)
+    objective = M2Objective(x_labelled.to(dev), y_labelled.to(dev), n_unlabelled=x_unlabelled.shape[0],
+                            alpha_per_digit=alpha_per_digit, labelled_batch=batch_size, transform=transform,
+                            labelled_weight=labelled_weight)
+    keep = BestOnValidation(x_val, y_val, every=every, classify=classify)
+    fit(model, objective, x_unlabelled, steps=steps, batch_size=batch_size, lr=lr, transform=transform, device=dev,
+        seed=seed, desc=desc, callbacks=[keep], progress=progress)
+    keep.score(model, steps)
+    model.load_state_dict(keep.best_state)
+    return keep
+
+
 @torch.no_grad()
 def predict(classifier, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The most probable class under ``classifier(x)`` (a ``Categorical``; M2's ``classify``), ``[N]`` int64."""
