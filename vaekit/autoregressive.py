@@ -33,10 +33,12 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from . import data as _data
+from . import information as _information
 from . import metrics as _metrics
 from .nets import GaussianEncoder, _activation
 from .objectives import KLWarmup, elbo
-from .train import fit
+from .device import default_device
+from .train import fit, make_optimizer
 from .utils import check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
 from .vae import VAE
 
@@ -220,27 +222,6 @@ def autoregressive_vae(latent_dim: int = 20, encoder_hidden: int = 400, x_shape:
     return VAE(enc, AutoregressiveDecoder(x_shape, latent_dim, **decoder_kwargs), latent_dim)
 
 
-@torch.no_grad()
-def mutual_information(model, x: torch.Tensor, samples: int = 1) -> float:
-    """I_q(x; z) ~ mean over n of log q(z_n|x_n) - log (1/N) sum_m q(z_n|x_m), z_n ~ q(z|x_n), nats.
-
-    The aggregate posterior q(z) is the mixture of the N encodings of ``x``; the estimate is biased
-    and at most log N (a sample cannot be more likely under its own q than N times the mixture).
-    """
-    check_tensor("x", x, floating=True, nonempty=True)
-    check_positive_int(samples=samples)
-    if x.shape[0] < 2:
-        raise ValueError(f"x must hold at least two examples, got shape {tuple(x.shape)}")
-    q = model.encode(x.to(model.device))
-    mu, sd = q.base_dist.loc, q.base_dist.scale  # (N, D)
-    total = 0.0
-    for _ in range(samples):
-        z = q.sample()  # (N, D)
-        log_q_all = torch.distributions.Normal(mu[None], sd[None]).log_prob(z[:, None]).sum(-1)  # (N_z, N_x)
-        total += float((log_q_all.diagonal() - (torch.logsumexp(log_q_all, 1) - math.log(x.shape[0]))).mean())
-    return total / samples
-
-
 # The recipes of the collapse table: decoder knobs and training knobs (values chosen on validation digits).
 RECIPES: dict[str, dict] = {
     "MLP decoder": dict(decoder="mlp"),
@@ -248,8 +229,17 @@ RECIPES: dict[str, dict] = {
     "free bits": dict(free_bits=0.25),
     "KL warm-up": dict(warmup=0.5),
     "short context": dict(context=28),
-    "input dropout": dict(dropout=0.5),
 }
+
+
+class _SchedulerStep:
+    """A :func:`vaekit.fit` callback that steps a learning-rate scheduler after every optimizer step."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def on_step(self, state) -> None:
+        self.scheduler.step()
 
 
 def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context: int | None = None,
@@ -263,8 +253,8 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
     (:meth:`vaekit.VAE.mlp`, the plain factorized decoder, for comparison). context, dropout: the
     autoregressive decoder's knobs (:class:`AutoregressiveDecoder`). free_bits: nats per latent
     dimension (``vaekit.elbo``'s free bits). warmup: the fraction of ``steps`` over which beta rises
-    linearly from 0 to 1 (:class:`vaekit.objectives.KLWarmup`); 0: none. Budgets are in optimizer
-    steps, so any data size costs the same.
+    linearly from 0 to 1 (:class:`vaekit.objectives.KLWarmup`); 0: none. Adam's learning rate falls
+    from ``lr`` along a cosine to 5% of it. Budgets are in optimizer steps, so any data size costs the same.
     """
     if decoder not in ("autoregressive", "mlp"):
         raise ValueError(f"decoder must be 'autoregressive' or 'mlp', got {decoder!r}")
@@ -289,8 +279,13 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
         objective = lambda m, x: -elbo(m, x, beta=warm.beta, free_bits=free_bits)  # noqa: E731
     else:
         objective = lambda m, x: -elbo(m, x, free_bits=free_bits)  # noqa: E731
-    history = fit(model, objective, x_train, steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                  transform=_data.binarize, callbacks=callbacks, progress=progress, desc=desc or "training")
+    device = default_device() if device is None else torch.device(device)
+    model.to(device)  # before the optimizer, which picks its implementation for the device
+    optimizer = make_optimizer(model.parameters(), "adam", lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr)
+    callbacks.append(_SchedulerStep(cosine))
+    history = fit(model, objective, x_train, steps=steps, batch_size=batch_size, optimizer=optimizer, device=device,
+                  seed=seed, transform=_data.binarize, callbacks=callbacks, progress=progress, desc=desc or "training")
     return model.eval(), history
 
 
@@ -298,7 +293,8 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
 def evaluate_run(model, x_test: torch.Tensor, k: int = 50, seed: int = 0) -> dict:
     """What the recipe table shows, on binary test digits ``x_test``: the KL (nats, mean over digits),
     ``active`` units (of ``latent_dim``), the ELBO, the importance-sampled ``nll`` with ``k`` samples
-    (mean, and ``nll_digits`` per digit for paired comparisons) and the ``mi`` estimate I_q(x; z)."""
+    (mean, and ``nll_digits`` per digit for paired comparisons) and I_q(x; z) (``mi``, ``mi_se``, by
+    :func:`vaekit.information.latent_information` with x uniform over ``x_test``: at most log N)."""
     was_training = model.training
     model.eval()
     try:
@@ -307,8 +303,9 @@ def evaluate_run(model, x_test: torch.Tensor, k: int = 50, seed: int = 0) -> dic
         ev = _metrics.evaluate_elbo(model, x_test)
         nll_digits = -_metrics.log_likelihood(model, x_test, k=k, progress=False)
         active, _ = _metrics.active_units(model, x_test)
-        mi = mutual_information(model, x_test)
+        info = _information.latent_information(model, x_test)
     finally:
         model.train(was_training)
     return dict(kl=ev["kl"], elbo=ev["elbo"], active=active, nll=float(nll_digits.mean()),
-                nll_se=float(nll_digits.std() / math.sqrt(len(nll_digits))), nll_digits=nll_digits.cpu(), mi=mi)
+                nll_se=float(nll_digits.std() / math.sqrt(len(nll_digits))), nll_digits=nll_digits.cpu(),
+                mi=info.mutual_information, mi_se=info.mutual_information_se)
