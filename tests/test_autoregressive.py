@@ -113,6 +113,24 @@ def test_mean_is_the_exact_marginal_for_the_first_pixels_and_deterministic():
     assert (mean.reshape(5, 4) - marginal).abs().max() < 0.5
 
 
+@pytest.mark.parametrize("context", [None, 28])
+def test_sequential_pass_agrees_with_teacher_forcing_on_full_size_images(context):
+    """The mean is the fixed point m = sigmoid(logits(m)) (each logit sees only earlier pixels), and a
+    sample's log_prob is the sum of the per-pixel log-probabilities its draws were made from."""
+    torch.manual_seed(9)
+    dec = sharpened(AutoregressiveDecoder((1, 28, 28), latent_dim=3, hidden=48, z_hidden=16, context=context), 1.5)
+    z = torch.randn(2, 4, 3)
+    with torch.no_grad():
+        px = dec(z)
+        mean = px.mean  # (2, 4, 1, 28, 28)
+        torch.testing.assert_close(torch.sigmoid(dec.logits(mean.flatten(-3), z)), mean.flatten(-3), atol=1e-5, rtol=0)
+        assert 0.01 < float(mean.std()) and ((mean > 0) & (mean < 1)).all()
+        x = px.sample()  # (2, 4, 1, 28, 28)
+        lp = px.log_prob(x)  # (2, 4)
+    assert x.shape == (2, 4, 1, 28, 28) and set(x.unique().tolist()) == {0.0, 1.0}
+    assert torch.isfinite(lp).all() and (lp < 0).all()
+
+
 def test_log_prob_broadcasts_over_k_samples_and_equals_one_by_one():
     torch.manual_seed(4)
     dec = AutoregressiveDecoder((1, 28, 28), latent_dim=4, hidden=32, z_hidden=16)

@@ -38,6 +38,7 @@ from . import metrics as _metrics
 from .nets import GaussianEncoder, _activation
 from .objectives import KLWarmup, elbo
 from .device import default_device
+from .schedules import EveryStep
 from .train import fit, make_optimizer
 from .utils import check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
 from .vae import VAE
@@ -188,22 +189,23 @@ class AutoregressiveBernoulli(Distribution):
 
     @torch.no_grad()
     def _sequential(self, sample_shape: torch.Size, draw: bool) -> torch.Tensor:
+        """Pixel by pixel: the hidden pre-activations are updated as each pixel is set (a unit only
+        reaches a logit once all its inputs are set), so one image costs one pass of the network."""
         dec, n = self.decoder, self.decoder.n_pixels
         shape = torch.Size(sample_shape) + self.batch_shape
         z = self.z.expand(shape + self.z.shape[-1:])
-        x = torch.zeros(shape + (n,), dtype=z.dtype, device=z.device)
-        zh = dec.z_net(z)  # (..., hidden)
-        was_training = dec.training
-        dec.eval()  # no input dropout while generating
-        try:
-            for i in range(n):
-                pre, direct = dec._x_terms(x)
-                logit = (dec.act(pre + zh) @ (dec.h_to_logits.weight[i] * dec.m_out[i]) + dec.h_to_logits.bias[i]
-                         + direct[..., i])
-                p = torch.sigmoid(logit)
-                x[..., i] = torch.bernoulli(p) if draw else p
-        finally:
-            dec.train(was_training)
+        w_in = dec.x_to_h.weight * dec.m_in  # (hidden, n)
+        w_out = dec.h_to_logits.weight * dec.m_out  # (n, hidden)
+        w_direct = dec.direct.weight * dec.m_direct  # (n, n)
+        pre = dec.x_to_h.bias + dec.z_net(z)  # (..., hidden): no pixel set yet
+        inp = torch.zeros(shape + (n,), dtype=z.dtype, device=z.device)  # pixels coded -1/+1 (probabilities 2p - 1)
+        x = torch.zeros_like(inp)
+        for i in range(n):  # no input dropout while generating
+            logit = dec.act(pre) @ w_out[i] + dec.h_to_logits.bias[i] + inp @ w_direct[i]  # (...)
+            p = torch.sigmoid(logit)
+            x[..., i] = torch.bernoulli(p) if draw else p
+            inp[..., i] = 2 * x[..., i] - 1
+            pre = pre + inp[..., i, None] * w_in[:, i]
         return x.unflatten(-1, self.event_shape)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -230,16 +232,6 @@ RECIPES: dict[str, dict] = {
     "KL warm-up": dict(warmup=0.5),
     "short context": dict(context=28),
 }
-
-
-class _SchedulerStep:
-    """A :func:`vaekit.fit` callback that steps a learning-rate scheduler after every optimizer step."""
-
-    def __init__(self, scheduler):
-        self.scheduler = scheduler
-
-    def on_step(self, state) -> None:
-        self.scheduler.step()
 
 
 def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context: int | None = None,
@@ -283,7 +275,7 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
     model.to(device)  # before the optimizer, which picks its implementation for the device
     optimizer = make_optimizer(model.parameters(), "adam", lr)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr)
-    callbacks.append(_SchedulerStep(cosine))
+    callbacks.append(EveryStep(cosine))
     history = fit(model, objective, x_train, steps=steps, batch_size=batch_size, optimizer=optimizer, device=device,
                   seed=seed, transform=_data.binarize, callbacks=callbacks, progress=progress, desc=desc or "training")
     return model.eval(), history
