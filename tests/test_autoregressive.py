@@ -242,8 +242,9 @@ def test_bad_input_errors_name_the_argument():
         dec(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="dropout"):
         AutoregressiveDecoder((1, 3, 3), dropout=1.0)
-    with pytest.raises(ValueError, match="context"):
-        AutoregressiveDecoder((1, 3, 3), context=-1)
+    for context in (-1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="context must be a positive int"):
+            AutoregressiveDecoder((1, 3, 3), context=context)
     with pytest.raises(ValueError, match="hidden"):
         AutoregressiveDecoder((1, 3, 3), hidden=0)
     x = torch.rand(8, 1, 28, 28)

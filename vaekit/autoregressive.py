@@ -54,8 +54,8 @@ def made_masks(n: int, hidden: int, context: int | None = None) -> tuple[torch.T
     a + b - 1 = c, so that the window holds exactly the c previous pixels.
     """
     check_positive_int(n=n, hidden=hidden)
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 0):
-        raise ValueError(f"context must be a non-negative int (pixels seen before each one) or None (all), got {context!r}")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
+        raise ValueError(f"context must be a positive int (pixels seen before each one) or None (all), got {context!r}")
     j = torch.arange(n)
     deg = torch.floor(torch.arange(hidden) * max(n - 1, 1) / hidden).long().clamp(max=max(n - 2, 0))  # (hidden,)
     m_in = j[None, :] <= deg[:, None]  # (hidden, n)
@@ -67,8 +67,6 @@ def made_masks(n: int, hidden: int, context: int | None = None) -> tuple[torch.T
         m_in &= j[None, :] > deg[:, None] - a
         m_out &= deg[None, :] >= j[:, None] - b
         m_direct &= j[None, :] >= j[:, None] - context
-        if context == 0:
-            m_in[:], m_out[:] = False, False
     return m_in.float(), m_out.float(), m_direct.float()
 
 
@@ -79,9 +77,9 @@ class AutoregressiveDecoder(nn.Module):
         x_shape: the image shape, e.g. ``(1, 28, 28)``; pixels are ordered as ``x.flatten()``.
         latent_dim: D.
         hidden: units of the masked hidden layer (the autoregressive part).
-        z_hidden: units of the MLP that maps z to the hidden layer's and the logits' offsets.
-        context: each pixel sees only the ``context`` pixels before it in raster order (None: all of
-            them; 0: none, which is the plain MLP decoder). A limited receptive field.
+        z_hidden: units of the MLP that maps z to offsets of the masked hidden layer.
+        context: each pixel sees only the ``context`` (>= 1) pixels before it in raster order (None:
+            all of them). A limited receptive field: 28 is one row of a 28x28 image.
         dropout: probability that an input pixel is hidden from the network (set to 0, halfway
             between the codes -1 and +1 of black and white) during training (``module.train()``);
             never in ``eval()`` mode.
@@ -122,7 +120,6 @@ class AutoregressiveDecoder(nn.Module):
             raise ValueError(f"z must have shape [..., {self.latent_dim}] (latent_dim in its last axis), got {tuple(z.shape)}")
         return AutoregressiveBernoulli(self, z)
 
-
     def _x_terms(self, x_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary pixels ``[..., n]`` -> the masked pre-activations ``[..., hidden]`` and direct logits ``[..., n]``.
         Inputs are coded -1/+1 (probabilities p as 2p - 1); hidden (dropped) inputs are 0."""
@@ -145,7 +142,7 @@ class AutoregressiveBernoulli(Distribution):
 
     ``log_prob(x)``: exact, nats per image, by teacher forcing; x ``[*b, *x_shape]`` with ``b``
     broadcastable against the batch shape (z ``[k, B, D]`` and x ``[B, C, H, W]`` give ``[k, B]``).
-    ``sample()``: pixel by pixel in raster order (one network pass per pixel). ``mean``: an
+    ``sample()``: pixel by pixel in raster order (as cheap as one network pass). ``mean``: an
     approximation of E[x|z] (the marginals are intractable): the same sequential pass feeding each
     pixel's probability, instead of a sampled pixel, to the pixels after it. Deterministic.
     """
