@@ -184,6 +184,8 @@ def test_aggregate_posterior_figure_draws_one_panel_per_prior():
     prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
     fig = information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 2)), "b": (prior, torch.randn(30, 2))},
                                                      labels=torch.arange(30) % 10)
-    assert [t.type for t in fig.data] == ["contour", "scatter", "contour", "scatter"]
+    types = [t.type for t in fig.data]
+    assert types == (["contour"] + ["scatter"] * 10) * 2  # per panel: the prior, then one trace per digit
+    assert sum(t.showlegend for t in fig.data) == 10 and sum(len(t.x) for t in fig.data[1:11]) == 30
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 3))})

@@ -123,30 +123,34 @@ class RateDistortionExplorer(widgets.VBox):
                                            f"D + R = {float(r) + float(d):.1f} nats (−ELBO)</sub>")
 
 
-def aggregate_posterior_figure(panels: Mapping[str, tuple], labels: torch.Tensor | None = None, limit: float = 4.0,
-                               title: str = "Aggregate posterior (dots: posterior means) over the prior (contours)",
-                               height: int = 420) -> go.Figure:
-    """One panel per prior: ``panels`` maps a title to (prior, means ``[N, 2]``); the prior's log-density is
-    drawn as contours on [-limit, limit]^2 and the posterior means as dots (coloured by ``labels``)."""
+def aggregate_posterior_figure(panels: Mapping[str, tuple], labels: torch.Tensor | None = None, limit: float = 4.5,
+                               title: str = "Aggregate posterior (dots: posterior means) over the prior (shading: density)",
+                               height: int = 430) -> go.Figure:
+    """One panel per prior: ``panels`` maps a short title to (prior, means ``[N, 2]``); the prior's density
+    is shaded on [-limit, limit]^2 (darker: more mass) and the posterior means drawn as dots, one colour
+    and legend entry per value of ``labels`` (e.g. the digit)."""
     if not panels:
         raise ValueError("panels must hold at least one (prior, means) pair")
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.06)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.05)
     t = torch.linspace(-limit, limit, 121)
     grid = torch.cartesian_prod(t, t)  # (G, 2): z1 slow, z2 fast
+    groups = [(None, slice(None))] if labels is None else [(int(v), labels == v) for v in torch.unique(labels)]
     for col, (name, (prior, means)) in enumerate(panels.items(), start=1):
         if means.dim() != 2 or means.shape[1] != 2:
             raise ValueError(f"panels[{name!r}] must hold means of shape [N, 2], got {tuple(means.shape)}")
         with torch.no_grad():
             logp = prior.log_prob(grid.to(prior.mean.device, prior.mean.dtype)).float().cpu().reshape(len(t), len(t))
-        fig.add_trace(go.Contour(x=t.numpy(), y=t.numpy(), z=logp.T.clamp(min=-12).numpy(), colorscale="Blues",
-                                 showscale=False, ncontours=12, contours=dict(coloring="fill"), opacity=0.7,
-                                 hoverinfo="skip"), row=1, col=col)
+        fig.add_trace(go.Contour(x=t.numpy(), y=t.numpy(), z=logp.T.exp().numpy(), colorscale="Greys", showscale=False,
+                                 ncontours=10, contours=dict(coloring="fill"), line=dict(width=0), opacity=0.55,
+                                 hoverinfo="skip", showlegend=False), row=1, col=col)
         m = means.detach().float().cpu()
-        colors = [DIGIT_COLORS[int(y) % 10] for y in labels] if labels is not None else "#333333"
-        fig.add_trace(go.Scatter(x=m[:, 0].numpy(), y=m[:, 1].numpy(), mode="markers",
-                                   marker=dict(size=3, color=colors), showlegend=False,
-                                   hovertemplate="z = (%{x:.2f}, %{y:.2f})<extra></extra>"), row=1, col=col)
+        for value, rows in groups:
+            fig.add_trace(go.Scatter(x=m[rows, 0].numpy(), y=m[rows, 1].numpy(), mode="markers",
+                                     marker=dict(size=3, color=DIGIT_COLORS[value % 10] if value is not None else "#333333"),
+                                     name=str(value) if value is not None else "posterior means", legendgroup=str(value),
+                                     showlegend=col == 1, hovertemplate="z = (%{x:.2f}, %{y:.2f})<extra></extra>"),
+                          row=1, col=col)
         fig.update_xaxes(title_text="z1", range=[-limit, limit], row=1, col=col)
         fig.update_yaxes(title_text="z2" if col == 1 else None, range=[-limit, limit], row=1, col=col)
-    fig.update_layout(title=title, height=height)
+    fig.update_layout(title=title, height=height, legend=dict(title="digit", itemsizing="constant", orientation="h", y=-0.22))
     return fig
