@@ -97,6 +97,17 @@ EXPECTED = {
         **{f"test_ll_{m}_nz3": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep", "mcem")},
         "mcem_over_aevb_cpu_ratio": lambda v: v > 2,
     },
+    "10_latent_information": {
+        "lg_mutual_information_error": lambda v: v < 0.15,  # 4 standard errors at 1,000 points (smoke), 0.08 at 4,000
+        "kl_standard": lambda v: 2 < v < 60,  # the plain VAE's test rate (nats)
+        "mutual_information": lambda v: 0 < v <= math.log(1000) + 1e-6,  # I_q with x uniform over <= 1,000 test digits
+        "marginal_kl_standard": lambda v: -0.5 < v < 60,
+        **{f"nll_prior_{p}": (lambda v: 80 < v < 300) for p in ("standard", "mog", "vamp")},  # 2-D latent
+        "kl_autoregressive": lambda v: 0 <= v < 2,  # collapsed: about half a nat at the defaults, 0.2 in smoke mode
+        "kl_autoregressive_remedy": lambda v: 1 < v < 40,
+        "mi_autoregressive": lambda v: -0.1 < v < 1,
+        "nll_autoregressive": lambda v: 60 < v < 300,
+    },
     "11_semi_supervised": {
         "test_error_supervised_100": lambda v: 0.1 < v < 0.4,
         "test_error_m1_100": lambda v: 0.1 < v < 0.5,
@@ -129,6 +140,15 @@ RELATIONS = {
         ("AEVB's test bound is above wake-sleep's at every latent size",
          lambda m: all(m[f"test_elbo_aevb_nz{n}"] > m[f"test_elbo_wake_sleep_nz{n}"] for n in (2, 5, 20))),
         ("AEVB's marginal likelihood is above wake-sleep's (N_z = 3)", lambda m: m["test_ll_aevb_nz3"] > m["test_ll_wake_sleep_nz3"]),
+    ],
+    "10_latent_information": [
+        ("the rate bounds the information: I_q(x; z) <= R", lambda m: m["mutual_information"] <= m["kl_standard"] + 0.1),
+        ("the rate splits into I_q(x; z) + KL(q(z) || p(z))",
+         lambda m: abs(m["mutual_information"] + m["marginal_kl_standard"] - m["kl_standard"]) < 0.05 * m["kl_standard"]),
+        ("the VampPrior beats N(0, I) on test NLL", lambda m: m["nll_prior_vamp"] < m["nll_prior_standard"]),
+        ("the best remedy brings z back", lambda m: m["kl_autoregressive"] < m["kl_autoregressive_remedy"]),
+        ("the collapsed decoder's z carries less than the plain VAE's",
+         lambda m: m["mi_autoregressive"] < m["mutual_information"]),
     ],
     "11_semi_supervised": [
         ("M2's unlabelled bound lies below the importance-sampled log p(x)", lambda m: m["m2_test_bound_u"] < m["m2_test_log_px"]),
