@@ -89,6 +89,10 @@ def test_protocols_hold_the_papers_numbers_and_take_overrides():
     assert protocols.PROTOCOLS["fast"]["hidden"] == (400,)   # a copy
     with pytest.raises(ValueError, match="protocol must be one of"):
         protocols.protocol("slow")
+    assert set(protocols.PROTOCOLS["paper"]) == set(protocols.PROTOCOLS["fast"])  # every override works on both
+    with pytest.raises(ValueError, match="needs a pretrain_lr"):
+        protocols.protocol("paper", pretrain_steps=100)
+    assert protocols.protocol("paper", pretrain_steps=100, pretrain_lr=3e-3)["pretrain_lr"] == 3e-3
     with pytest.raises(ValueError, match=r"overrides \['stepz'\]"):
         protocols.protocol("fast", stepz=3)
 

@@ -21,7 +21,7 @@ from .schedules import ExponentialLR, StepwiseLR
 
 PROTOCOLS = {
     "paper": {"hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "batch_size": 20, "pretrain_steps": 0,
-              "schedule": "burda", "lr": 1e-3, "adam_eps": 1e-4, "steps": 3280 * 3000, "autocast": False,
+              "pretrain_lr": None, "schedule": "burda", "lr": 1e-3, "adam_eps": 1e-4, "final_lr": None, "steps": 3280 * 3000, "autocast": False,
               "n_valid": 0, "n_test": None},
     "fast": {"hidden": (400,), "latent_dim": 50, "activation": "relu", "batch_size": 100, "pretrain_steps": 2500,
              "pretrain_lr": 3e-3, "schedule": "exponential", "lr": 1e-3, "final_lr": 1e-4, "adam_eps": 1e-8,
@@ -39,6 +39,8 @@ def protocol(name: str, **overrides) -> dict:
     if unknown:
         raise ValueError(f"overrides {unknown} are not settings of the {name!r} protocol; it has {sorted(cfg)}")
     cfg.update({key: v for key, v in overrides.items() if v is not None})
+    if cfg["pretrain_steps"] > 0 and cfg["pretrain_lr"] is None:
+        raise ValueError(f"pretrain_steps = {cfg['pretrain_steps']} needs a pretrain_lr (the {name!r} protocol has none)")
     return cfg
 
 
