@@ -203,3 +203,11 @@ def test_bars_heatmap_line_groups_and_paths():
     fig = viz.paths_on_contour(grid, torch.zeros(3, 3), {"p": torch.tensor([[0.0, 0.0], [0.5, 0.5]])}, [1, 1], "t", "μ₁", "μ₂", "L",
                                point_name="optimum c")
     assert list(fig.data[1].x) == [0.0, 0.5] and fig.data[2].name == "optimum c" and fig.layout.yaxis.scaleanchor == "x"
+
+
+def test_kl_bars_sort_each_model_and_draw_the_threshold():
+    from vaekit import latent_viz
+    fig = latent_viz.kl_bars({"a": torch.tensor([0.1, 2.0, 0.005]), "b": torch.tensor([1.0, 0.0, 3.0])}, "KL", threshold=0.01)
+    assert [list(t.y) for t in fig.data] == [pytest.approx([2.0, 0.1, 0.005]), pytest.approx([3.0, 1.0, 0.0])]
+    assert list(fig.data[0].customdata) == [2, 1, 3] and list(fig.data[1].customdata) == [3, 1, 2]  # original dimensions
+    assert [s.y0 for s in fig.layout.shapes] == [0.01] and "nats" in fig.layout.yaxis.title.text
