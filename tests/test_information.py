@@ -187,5 +187,7 @@ def test_aggregate_posterior_figure_draws_one_panel_per_prior():
     types = [t.type for t in fig.data]
     assert types == (["contour"] + ["scatter"] * 10) * 2  # per panel: the prior, then one trace per digit
     assert sum(t.showlegend for t in fig.data) == 10 and sum(len(t.x) for t in fig.data[1:11]) == 30
+    shade = fig.data[0].z  # N(0, I)'s log-density: peak -log(2 pi) at the origin, clipped 8 nats below it
+    assert shade.max() == pytest.approx(-math.log(2 * math.pi), abs=1e-3) and shade.min() == pytest.approx(shade.max() - 8, abs=1e-4)
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 3))})

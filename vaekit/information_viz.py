@@ -124,11 +124,12 @@ class RateDistortionExplorer(widgets.VBox):
 
 
 def aggregate_posterior_figure(panels: Mapping[str, tuple], labels: torch.Tensor | None = None, limit: float = 4.5,
-                               title: str = "Aggregate posterior (dots: posterior means) over the prior (shading: density)",
+                               title: str = "Aggregate posterior (dots: posterior means) over the prior (shading: log-density)",
                                height: int = 430) -> go.Figure:
-    """One panel per prior: ``panels`` maps a short title to (prior, means ``[N, 2]``); the prior's density
-    is shaded on [-limit, limit]^2 (darker: more mass) and the posterior means drawn as dots, one colour
-    and legend entry per value of ``labels`` (e.g. the digit)."""
+    """One panel per prior: ``panels`` maps a short title to (prior, means ``[N, 2]``); the prior's
+    log-density is shaded on [-limit, limit]^2 down to 8 nats below its peak (darker: more mass), so that
+    sharp mixture components stay visible, and the posterior means are drawn as dots, one colour and
+    legend entry per value of ``labels`` (e.g. the digit)."""
     if not panels:
         raise ValueError("panels must hold at least one (prior, means) pair")
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.05)
@@ -140,7 +141,8 @@ def aggregate_posterior_figure(panels: Mapping[str, tuple], labels: torch.Tensor
             raise ValueError(f"panels[{name!r}] must hold means of shape [N, 2], got {tuple(means.shape)}")
         with torch.no_grad():
             logp = prior.log_prob(grid.to(prior.mean.device, prior.mean.dtype)).float().cpu().reshape(len(t), len(t))
-        fig.add_trace(go.Contour(x=t.numpy(), y=t.numpy(), z=logp.T.exp().numpy(), colorscale="Greys", showscale=False,
+        shade = logp.T.clamp(min=logp.max().item() - 8.0)  # log-density, the 8 nats below the peak: sharp priors stay visible
+        fig.add_trace(go.Contour(x=t.numpy(), y=t.numpy(), z=shade.numpy(), colorscale="Greys", showscale=False,
                                  ncontours=10, contours=dict(coloring="fill"), line=dict(width=0), opacity=0.55,
                                  hoverinfo="skip", showlegend=False), row=1, col=col)
         m = means.detach().float().cpu()
