@@ -52,7 +52,7 @@ html_theme_options = {
     "repository_branch": vaekit_repository_branch,
     "path_to_docs": "",  # pages notebooks/NN_name map to notebooks/NN_name.ipynb in the repository
     "use_repository_button": True,
-    "use_download_button": True,
+    "use_download_button": False,  # the notebooks are in the repository (the GitHub button)
     "launch_buttons": {
         "binderhub_url": "https://mybinder.org",
         "colab_url": "https://colab.research.google.com",

@@ -37,6 +37,7 @@ NOTEBOOKS_ENV = "VAEKIT_SITE_NOTEBOOKS"  # where the committed notebooks are (de
 README_ENV = "VAEKIT_SITE_README"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+INSTALL_TAG = "install-vaekit"
 STAGED = "notebooks"  # docs/notebooks/: the pages' sources, generated
 GENERATED = "_generated"  # docs/_generated/: the home page's generated parts
 THUMB_WIDTH = 360  # px, the home page's thumbnails (shown at half that, sharp on a dense screen)
@@ -119,6 +120,9 @@ def web_notebook(nb, repository: str, local: set[str]):
     """The notebook as the site shows it (a copy; ``nb`` is not changed)."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb.metadata.pop("widgets", None)
+    # the cell that installs vaekit in Colab or Binder (docs/insert_install_cell.py): the page's
+    # launch buttons say what it does
+    nb.cells = [c for c in nb.cells if INSTALL_TAG not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = _rewrite_links(cell.source, repository, local)
