@@ -8,6 +8,7 @@ Nothing is executed (``nb_execution_mode = "off"``): the pages show the outputs 
 were committed with. ``docs/_ext/vaekit_site.py`` prepares the notebooks for the web and writes
 the home page's generated parts; see its docstring.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
 # The repository the launch buttons (Binder, Colab) and the "source" links point at.
 # Override without editing this file: VAEKIT_REPOSITORY_URL=https://github.com/owner/name
-vaekit_repository_url = os.environ.get("VAEKIT_REPOSITORY_URL", "https://github.com/vaekit/vaekit")
+vaekit_repository_url = os.environ.get(
+    "VAEKIT_REPOSITORY_URL", "https://github.com/vaekit/vaekit"
+)
 vaekit_repository_branch = os.environ.get("VAEKIT_REPOSITORY_BRANCH", "main")
 vaekit_notebooks_dir = "../notebooks"
 
@@ -32,8 +35,10 @@ extensions = [
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "**.ipynb_checkpoints", "_generated/*.md", "README.md"]
-suppress_warnings = ["myst.header"]  # notebooks number their sections with ## after one #
+exclude_patterns = ["_build", "_ext", "**.ipynb_checkpoints", "_generated/*.md"]
+suppress_warnings = [
+    "myst.header"
+]  # notebooks number their sections with ## after one #
 
 # The committed notebooks, as executed: never run them here.
 nb_execution_mode = "off"

@@ -9,6 +9,7 @@ cell (after the title and the lesson), tagged ``install-vaekit``; run again, the
 the tagged cell and only updates its source, so it is idempotent. Only a changed notebook is
 rewritten, and nothing else in it changes (outputs, metadata, other cells).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,11 @@ def cell_source() -> str:
 
 
 def install_cells(nb) -> list[int]:
-    return [i for i, c in enumerate(nb.cells) if TAG in c.get("metadata", {}).get("tags", [])]
+    return [
+        i
+        for i, c in enumerate(nb.cells)
+        if TAG in c.get("metadata", {}).get("tags", [])
+    ]
 
 
 def with_install_cell(nb) -> bool:
@@ -36,7 +41,9 @@ def with_install_cell(nb) -> bool:
     found = install_cells(nb)
     if found:
         cell = nb.cells[found[0]]
-        changed = cell.source != source or cell.outputs or cell.execution_count is not None
+        changed = (
+            cell.source != source or cell.outputs or cell.execution_count is not None
+        )
         cell.source, cell.outputs, cell.execution_count = source, [], None
         for extra in reversed(found[1:]):  # one install cell only
             del nb.cells[extra]
@@ -44,7 +51,9 @@ def with_install_cell(nb) -> bool:
         return bool(changed)
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = [TAG]
-    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    first_code = next(
+        (i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells)
+    )
     nb.cells.insert(first_code, cell)
     return True
 
@@ -76,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{path}: already has the install cell")
     if missing:
-        print("without the current install cell: " + ", ".join(missing), file=sys.stderr)
+        print(
+            "without the current install cell: " + ", ".join(missing), file=sys.stderr
+        )
         return 1
     return 0
 

@@ -12,6 +12,7 @@ Needs the ``docs`` extra (``pip install -e ".[docs]"``, part of ``.[dev]``), Chr
 Playwright, like ``tests/test_browser.py``: without them the test is skipped with the reason, or
 fails when ``$VAEKIT_REQUIRE_BROWSER=1`` (CI).
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,7 +37,9 @@ DOCS = ROOT / "docs"
 NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "site"
 REQUIRE_ENV = "VAEKIT_REQUIRE_BROWSER"
-BUILD_TIMEOUT = 600  # s: the whole series on a busy 2-core machine takes well under a minute
+BUILD_TIMEOUT = (
+    600  # s: the whole series on a busy 2-core machine takes well under a minute
+)
 PAGE_TIMEOUT = 90_000  # ms: a page, its MathJax and its figures on a busy CPU
 # the generated and built parts of docs/, never copied into the test's build
 NOT_SOURCES = ("_build", "notebooks", "_generated", "__pycache__")
@@ -65,13 +68,26 @@ def site(tmp_path_factory) -> Path:
     source = tmp / "docs"
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     out = tmp / "html"
-    env = dict(os.environ, VAEKIT_SITE_NOTEBOOKS=str(NOTEBOOKS), VAEKIT_SITE_README=str(ROOT / "README.md"))
+    env = dict(
+        os.environ,
+        VAEKIT_SITE_NOTEBOOKS=str(NOTEBOOKS),
+        VAEKIT_SITE_README=str(ROOT / "README.md"),
+    )
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", str(source), str(out)],
-                          env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(source), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
     print(f"site built in {time.perf_counter() - started:.1f} s")
     assert proc.returncode == 0, f"the site build failed:\n{proc.stderr[-4000:]}"
-    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    warnings = [
+        line
+        for line in proc.stderr.splitlines()
+        if "WARNING" in line or "ERROR" in line
+    ]
     assert not warnings, "the site build warned:\n" + "\n".join(warnings[:20])
     return out
 
@@ -82,7 +98,9 @@ def server(site):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
+    )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -95,14 +113,18 @@ def server(site):
 def browser(server):
     chromium, looked = find_chromium()
     if chromium is None:
-        _missing(f"Chromium not found: looked for {', '.join(looked)}; install Debian's package "
-                 f"(`apt-get install chromium`, or .ci/browser-setup.sh) or set ${CHROMIUM_ENV}")
+        _missing(
+            f"Chromium not found: looked for {', '.join(looked)}; install Debian's package "
+            f"(`apt-get install chromium`, or .ci/browser-setup.sh) or set ${CHROMIUM_ENV}"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("Playwright for Python is not installed (`pip install playwright`)")
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
         context = b.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(PAGE_TIMEOUT)
         yield context
@@ -138,14 +160,26 @@ def test_no_internal_link_is_broken(site):
     """Every href and src of every page that stays on the site resolves to a file, and every
     #anchor into a page to an id on that page."""
     # (the theme's _static/*.html are Jinja templates it ships, not pages)
-    pages = {p: _parse(p) for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts}
+    pages = {
+        p: _parse(p)
+        for p in site.rglob("*.html")
+        if "_static" not in p.relative_to(site).parts
+    }
     broken = []
     for page, parsed in pages.items():
         for link in parsed.links:
             parts = urllib.parse.urlsplit(link)
-            if parts.scheme or parts.netloc or link.startswith(("mailto:", "javascript:", "data:")):
+            if (
+                parts.scheme
+                or parts.netloc
+                or link.startswith(("mailto:", "javascript:", "data:"))
+            ):
                 continue
-            target = (page.parent / urllib.parse.unquote(parts.path)).resolve() if parts.path else page
+            target = (
+                (page.parent / urllib.parse.unquote(parts.path)).resolve()
+                if parts.path
+                else page
+            )
             if target.is_dir():
                 target = target / "index.html"
             if not target.exists():
@@ -155,7 +189,9 @@ def test_no_internal_link_is_broken(site):
                 ids = pages[target].ids if target in pages else _parse(target).ids
                 if urllib.parse.unquote(parts.fragment) not in ids:
                     broken.append(f"{page.relative_to(site)}: {link} (no such anchor)")
-    assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:30])
+    assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(
+        broken[:30]
+    )
 
 
 def test_every_notebook_has_a_page_in_the_table_of_contents(site):
@@ -166,8 +202,12 @@ def test_every_notebook_has_a_page_in_the_table_of_contents(site):
     assert pages == notebooks
     home = (site / "index.html").read_text(encoding="utf-8")
     for stem in notebooks:
-        assert f'href="notebooks/{stem}.html"' in home, f"the home page does not link to {stem}"
-        assert f"thumbs/{stem}.png" in home or f"{stem}.png" in home, f"no thumbnail of {stem} on the home page"
+        assert f'href="notebooks/{stem}.html"' in home, (
+            f"the home page does not link to {stem}"
+        )
+        assert f"thumbs/{stem}.png" in home or f"{stem}.png" in home, (
+            f"no thumbnail of {stem} on the home page"
+        )
     nav = re.findall(r'href="notebooks/(\d\d_[^".]+)\.html"', home)
     assert sorted(set(nav)) == notebooks
 
@@ -200,7 +240,9 @@ _CHECK_JS = """() => {
 
 
 def _notebook_pages() -> list[str]:
-    return [f"notebooks/{p.stem}.html" for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
+    return [
+        f"notebooks/{p.stem}.html" for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    ]
 
 
 def test_every_notebook_page_in_chromium(site, server, browser):
@@ -218,8 +260,14 @@ def test_every_notebook_page_in_chromium(site, server, browser):
 
     browser.route("**/*", route)
     page = browser.new_page()
-    page.on("response", lambda resp: resp.status >= 400 and failed.append(f"{resp.status} {resp.url}"))
-    page.on("requestfailed", lambda req: req.url.startswith(server) and failed.append(f"failed {req.url}"))
+    page.on(
+        "response",
+        lambda resp: resp.status >= 400 and failed.append(f"{resp.status} {resp.url}"),
+    )
+    page.on(
+        "requestfailed",
+        lambda req: req.url.startswith(server) and failed.append(f"failed {req.url}"),
+    )
     problems = []
     pages = _notebook_pages()
     try:
@@ -229,20 +277,29 @@ def test_every_notebook_page_in_chromium(site, server, browser):
             page.evaluate(_READY_JS)
             if path != "index.html":
                 try:
-                    page.wait_for_function("""() => Array.from(document.querySelectorAll('div.vaekit-plotly'))
-                        .every(f => f.querySelector('svg.main-svg'))""", timeout=PAGE_TIMEOUT)
+                    page.wait_for_function(
+                        """() => Array.from(document.querySelectorAll('div.vaekit-plotly'))
+                        .every(f => f.querySelector('svg.main-svg'))""",
+                        timeout=PAGE_TIMEOUT,
+                    )
                 except Exception:
                     pass  # reported below, figure by figure
             state = page.evaluate(_CHECK_JS)
-            print(f"{path}: {state['maths']} equations, {state['figures']} figures, {state['images']} images, "
-                  f"{time.perf_counter() - started:.1f} s")
+            print(
+                f"{path}: {state['maths']} equations, {state['figures']} figures, {state['images']} images, "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             where = f"{path}:"
             if state["untypeset"]:
-                problems.append(f"{where} {len(state['untypeset'])} equations not typeset, e.g. {state['untypeset'][:3]}")
+                problems.append(
+                    f"{where} {len(state['untypeset'])} equations not typeset, e.g. {state['untypeset'][:3]}"
+                )
             if state["texErrors"]:
                 problems.append(f"{where} TeX errors: {state['texErrors'][:3]}")
             if state["undrawn"]:
-                problems.append(f"{where} figures not drawn: {state['undrawn']} of {state['figures']}")
+                problems.append(
+                    f"{where} figures not drawn: {state['undrawn']} of {state['figures']}"
+                )
             if state["unloaded"]:
                 problems.append(f"{where} images not loaded: {state['unloaded'][:3]}")
             if path != "index.html":
@@ -250,8 +307,13 @@ def test_every_notebook_page_in_chromium(site, server, browser):
                     problems.append(f"{where} no equations at all")
                 stem = Path(path).stem
                 for host in ("mybinder.org", "colab.research.google.com"):
-                    if not any(host in h and f"notebooks/{stem}.ipynb" in h for h in state["launch"]):
-                        problems.append(f"{where} no {host} launch button for notebooks/{stem}.ipynb")
+                    if not any(
+                        host in h and f"notebooks/{stem}.ipynb" in h
+                        for h in state["launch"]
+                    ):
+                        problems.append(
+                            f"{where} no {host} launch button for notebooks/{stem}.ipynb"
+                        )
             if path == "index.html":
                 page.screenshot(path=str(ARTIFACTS / "home.png"))
             elif path == pages[0]:

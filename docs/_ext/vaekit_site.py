@@ -18,6 +18,7 @@ A Sphinx extension, loaded by ``docs/conf.py``. When the configuration is read i
 The table of contents is whatever notebooks exist at build time (``docs/index.md`` globs
 ``notebooks/*``); nothing here names a notebook.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,7 +26,6 @@ import io
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -33,14 +33,18 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-NOTEBOOKS_ENV = "VAEKIT_SITE_NOTEBOOKS"  # where the committed notebooks are (default: ../notebooks)
+NOTEBOOKS_ENV = (
+    "VAEKIT_SITE_NOTEBOOKS"  # where the committed notebooks are (default: ../notebooks)
+)
 README_ENV = "VAEKIT_SITE_README"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 INSTALL_TAG = "install-vaekit"
 STAGED = "notebooks"  # docs/notebooks/: the pages' sources, generated
 GENERATED = "_generated"  # docs/_generated/: the home page's generated parts
-THUMB_WIDTH = 360  # px, the home page's thumbnails (shown at half that, sharp on a dense screen)
+THUMB_WIDTH = (
+    360  # px, the home page's thumbnails (shown at half that, sharp on a dense screen)
+)
 # tqdm's text for a progress bar widget: "desc:  40%|####      | 640/1600 [00:01<00:02, ...]"
 _PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+it \[|it/s\]|s/it\]")
 _LINK = re.compile(r"(\]\()([^)\s]+)(\))")
@@ -59,7 +63,11 @@ def _is_progress_bar(output) -> bool:
 
 
 def _pngs(cell) -> list[str]:
-    return [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    return [
+        o["data"]["image/png"]
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
 
 
 def _still_for(cells, index: int) -> str | None:
@@ -68,7 +76,7 @@ def _still_for(cells, index: int) -> str | None:
     own = _pngs(cells[index])
     if own:
         return own[0]
-    for cell in cells[index + 1:index + 4]:
+    for cell in cells[index + 1 : index + 4]:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("#"):
             break
         found = _pngs(cell)
@@ -79,25 +87,42 @@ def _still_for(cells, index: int) -> str | None:
 
 def _widget_note(still: str | None) -> list:
     """What the site shows for a widget: one line on running it live, and a still of its figure."""
-    line = ("Interactive widget: its sliders need a running Python kernel. Open this notebook in "
-            "JupyterLab, or with the Binder or Colab button at the top of the page, to drag them.")
+    line = (
+        "Interactive widget: its sliders need a running Python kernel. Open this notebook in "
+        "JupyterLab, or with the Binder or Colab button at the top of the page, to drag them."
+    )
     if still:
         line += " Below, a still of the figure it draws."
     body = f'<p class="vaekit-widget-note">{line}</p>'
     if still:
-        body += (f'<img class="vaekit-widget-still" alt="a still of the widget\'s figure" '
-                 f'src="data:image/png;base64,{"".join(still.split())}">')
-    return [nbformat.v4.new_output("display_data", data={"text/html": f'<div class="vaekit-widget">{body}</div>'})]
+        body += (
+            f'<img class="vaekit-widget-still" alt="a still of the widget\'s figure" '
+            f'src="data:image/png;base64,{"".join(still.split())}">'
+        )
+    return [
+        nbformat.v4.new_output(
+            "display_data",
+            data={"text/html": f'<div class="vaekit-widget">{body}</div>'},
+        )
+    ]
 
 
 def figure_html(figure: dict) -> str:
     """A ``<div>`` that ``vaekit-figures.js`` draws with plotly.js from the figure's own JSON."""
-    payload = json.dumps({"data": figure.get("data", []), "layout": figure.get("layout", {}),
-                          "config": figure.get("config", {})}, separators=(",", ":"))
+    payload = json.dumps(
+        {
+            "data": figure.get("data", []),
+            "layout": figure.get("layout", {}),
+            "config": figure.get("config", {}),
+        },
+        separators=(",", ":"),
+    )
     payload = payload.replace("</", "<\\/")  # never closes the script element early
     height = (figure.get("layout") or {}).get("height") or 450
-    return (f'<div class="vaekit-plotly" style="min-height:{int(height)}px">'
-            f'<script type="application/json" class="vaekit-plotly-json">{payload}</script></div>')
+    return (
+        f'<div class="vaekit-plotly" style="min-height:{int(height)}px">'
+        f'<script type="application/json" class="vaekit-plotly-json">{payload}</script></div>'
+    )
 
 
 def _rewrite_links(text: str, repository: str, local: set[str]) -> str:
@@ -122,7 +147,9 @@ def web_notebook(nb, repository: str, local: set[str]):
     nb.metadata.pop("widgets", None)
     # the cell that installs vaekit in Colab or Binder (docs/insert_install_cell.py): the page's
     # launch buttons say what it does
-    nb.cells = [c for c in nb.cells if INSTALL_TAG not in c.get("metadata", {}).get("tags", [])]
+    nb.cells = [
+        c for c in nb.cells if INSTALL_TAG not in c.get("metadata", {}).get("tags", [])
+    ]
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = _rewrite_links(cell.source, repository, local)
@@ -133,9 +160,14 @@ def web_notebook(nb, repository: str, local: set[str]):
         for output in cell.outputs:
             data = output.get("data", {})
             if PLOTLY_MIME in data:
-                outputs.append(nbformat.v4.new_output(
-                    output.output_type if output.output_type != "execute_result" else "display_data",
-                    data={"text/html": figure_html(data[PLOTLY_MIME])}))
+                outputs.append(
+                    nbformat.v4.new_output(
+                        output.output_type
+                        if output.output_type != "execute_result"
+                        else "display_data",
+                        data={"text/html": figure_html(data[PLOTLY_MIME])},
+                    )
+                )
             elif WIDGET_MIME in data:
                 if _is_progress_bar(output) or widget_done:
                     continue
@@ -143,7 +175,9 @@ def web_notebook(nb, repository: str, local: set[str]):
                 widget_done = True
             else:
                 if "text/markdown" in data:
-                    data["text/markdown"] = _rewrite_links(data["text/markdown"], repository, local)
+                    data["text/markdown"] = _rewrite_links(
+                        data["text/markdown"], repository, local
+                    )
                 outputs.append(output)
         cell.outputs = outputs
     return nb
@@ -192,7 +226,9 @@ def lesson(nb) -> tuple[str, str]:
             break
     text = " ".join(_plain(paragraphs[0]).split()) if paragraphs else ""
     if text and text[-1] not in ".!?" and re.search(r"[.!?]\s", text):
-        text = text[:max(m.end() for m in re.finditer(r"[.!?](?=\s)", text))]  # whole sentences
+        text = text[
+            : max(m.end() for m in re.finditer(r"[.!?](?=\s)", text))
+        ]  # whole sentences
     sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", text)
     short = ""
     for sentence in sentences:
@@ -210,24 +246,31 @@ def run_time(nb) -> str:
     for cell in reversed(nb.cells):
         if cell.cell_type != "code":
             continue
-        text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+        text = "".join(
+            o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream"
+        )
         for line in reversed(text.splitlines()):
             if not re.search(r"CPU|wall|ran in", line):
                 continue
             wall = cpu = None
             if m := re.search(_NUM + r"\s*minutes", line):
                 wall = float(m.group(1).replace(",", "")) * 60
-            elif m := (re.search(_NUM + r"\s*s(?:econds)?\s+(?:of\s+)?wall", line)
-                       or re.search(r"wall[^0-9]{0,12}" + _NUM + r"\s*s", line)
-                       or re.search(r"ran in\s*" + _NUM + r"\s*s", line)):
+            elif m := (
+                re.search(_NUM + r"\s*s(?:econds)?\s+(?:of\s+)?wall", line)
+                or re.search(r"wall[^0-9]{0,12}" + _NUM + r"\s*s", line)
+                or re.search(r"ran in\s*" + _NUM + r"\s*s", line)
+            ):
                 wall = float(m.group(1).replace(",", ""))
-            if m := (re.search(_NUM + r"\s*(?:s|CPU seconds|seconds)\s+(?:of\s+)?CPU", line)
-                     or re.search(_NUM + r"\s*CPU\s*s", line)
-                     or re.search(r"CPU[^0-9]{0,12}" + _NUM + r"\s*s", line)):
+            if m := (
+                re.search(_NUM + r"\s*(?:s|CPU seconds|seconds)\s+(?:of\s+)?CPU", line)
+                or re.search(_NUM + r"\s*CPU\s*s", line)
+                or re.search(r"CPU[^0-9]{0,12}" + _NUM + r"\s*s", line)
+            ):
                 cpu = float(m.group(1).replace(",", ""))
             if wall is not None or cpu is not None:
                 parts = ([f"{cpu:.0f} s CPU"] if cpu is not None else []) + (
-                    [f"{wall:.0f} s wall"] if wall is not None else [])
+                    [f"{wall:.0f} s wall"] if wall is not None else []
+                )
                 return ", ".join(parts)
     duration = nb.metadata.get("papermill", {}).get("duration")
     return f"{duration:.0f} s wall" if duration else ""
@@ -249,7 +292,10 @@ def thumbnail(png_b64: str, path: Path) -> None:
 
     image = Image.open(io.BytesIO(base64.b64decode(png_b64))).convert("RGB")
     if image.width > THUMB_WIDTH:
-        image = image.resize((THUMB_WIDTH, round(image.height * THUMB_WIDTH / image.width)), Image.LANCZOS)
+        image = image.resize(
+            (THUMB_WIDTH, round(image.height * THUMB_WIDTH / image.width)),
+            Image.LANCZOS,
+        )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     _write_if_changed(path, buffer.getvalue())
@@ -271,7 +317,9 @@ def series_markdown(paths: list[Path], generated: Path) -> str:
         card = ["::::{container} vaekit-card"]
         if png:
             thumbnail(png, thumbs / f"{path.stem}.png")
-            card.append(f"![the headline figure of {title}]({GENERATED}/thumbs/{path.stem}.png)")
+            card.append(
+                f"![the headline figure of {title}]({GENERATED}/thumbs/{path.stem}.png)"
+            )
             card.append("")
         card.append(f"**[{title}]({STAGED}/{path.name})**")
         card.append("")
@@ -279,7 +327,11 @@ def series_markdown(paths: list[Path], generated: Path) -> str:
             card += [text, ""]
         seconds = run_time(nb)
         if seconds:
-            card += [":::{container} vaekit-card-time", f"run time at the defaults: {seconds}", ":::"]
+            card += [
+                ":::{container} vaekit-card-time",
+                f"run time at the defaults: {seconds}",
+                ":::",
+            ]
         card.append("::::")
         cards.append("\n".join(card))
     return ":::::{container} vaekit-series\n" + "\n\n".join(cards) + "\n:::::\n"
@@ -300,8 +352,12 @@ def results_markdown(readme: Path, repository: str) -> str:
         if target.startswith("#"):
             return f"{link.group(1)}{repository}{target}{link.group(3)}"
         if target.startswith("docs/"):
-            return f"{link.group(1)}../{target[len('docs/'):]}{link.group(3)}"
-        if target.startswith("notebooks/") and target.endswith(".ipynb") and (DOCS.parent / target).exists():
+            return f"{link.group(1)}../{target[len('docs/') :]}{link.group(3)}"
+        if (
+            target.startswith("notebooks/")
+            and target.endswith(".ipynb")
+            and (DOCS.parent / target).exists()
+        ):
             return f"{link.group(1)}../{target}{link.group(3)}"
         return f"{link.group(1)}{repository}/blob/{_branch()}/{target}{link.group(3)}"
 
@@ -320,7 +376,11 @@ def _branch() -> str:
 
 def _notebooks_dir(app) -> Path:
     override = os.environ.get(NOTEBOOKS_ENV)
-    return Path(override) if override else (Path(app.srcdir) / app.config.vaekit_notebooks_dir).resolve()
+    return (
+        Path(override)
+        if override
+        else (Path(app.srcdir) / app.config.vaekit_notebooks_dir).resolve()
+    )
 
 
 def on_config_inited(app, config) -> None:
@@ -333,9 +393,13 @@ def on_config_inited(app, config) -> None:
         raise RuntimeError(f"no notebooks matching {NOTEBOOK_GLOB} in {source}")
     generated = srcdir / GENERATED
     generated.mkdir(exist_ok=True)
-    _write_if_changed(generated / "series.md", series_markdown(paths, generated).encode())
+    _write_if_changed(
+        generated / "series.md", series_markdown(paths, generated).encode()
+    )
     readme = Path(os.environ.get(README_ENV) or source.parent / "README.md")
-    _write_if_changed(generated / "results.md", results_markdown(readme, repository).encode())
+    _write_if_changed(
+        generated / "results.md", results_markdown(readme, repository).encode()
+    )
     _copy_plotly_js(generated / "static")
     config.html_static_path = [*config.html_static_path, str(generated / "static")]
 
@@ -356,34 +420,18 @@ def on_page_context(app, pagename, templatename, context, doctree) -> None:
         return
     if "vaekit-plotly" not in context.get("body", ""):
         return
-    app.builder.add_js_file("plotly.min.js", priority=600)  # this page only (Sphinx reverts it)
+    app.builder.add_js_file(
+        "plotly.min.js", priority=600
+    )  # this page only (Sphinx reverts it)
     app.builder.add_js_file("vaekit-figures.js", priority=601)
 
 
-def _mathjax_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("sphinx-mathjax-offline")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("MathJax for the site comes from the sphinx-mathjax-offline package: "
-                           "pip install -e '.[docs]'")
-    return Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax"
-
-
-def on_build_finished(app, exception) -> None:
-    if exception is not None or app.builder.format != "html":
-        return
-    target = Path(app.outdir) / "_static" / "mathjax"
-    if not (target / "tex-chtml.js").exists():
-        shutil.copytree(_mathjax_dir(), target, dirs_exist_ok=True)
-
-
 def setup(app):
-    app.add_config_value("vaekit_repository_url", "https://github.com/vaekit/vaekit", "html")
+    app.add_config_value(
+        "vaekit_repository_url", "https://github.com/vaekit/vaekit", "html"
+    )
     app.add_config_value("vaekit_repository_branch", "main", "html")
     app.add_config_value("vaekit_notebooks_dir", "../notebooks", "html")
     app.connect("config-inited", on_config_inited)
     app.connect("html-page-context", on_page_context)
-    app.connect("build-finished", on_build_finished)
-    _mathjax_dir()  # fail early, naming the package, when MathJax is missing
     return {"parallel_read_safe": True, "parallel_write_safe": True}
