@@ -243,9 +243,8 @@ _NUM = r"(\d+(?:[.,]\d+)?)"
 
 def run_time(nb) -> str:
     """The run time the notebook prints in its last cells (wall and CPU), else papermill's."""
-    for cell in reversed(nb.cells):
-        if cell.cell_type != "code":
-            continue
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in reversed(code[-3:]):  # the run time is printed at the end
         text = "".join(
             o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream"
         )
@@ -420,9 +419,8 @@ def on_page_context(app, pagename, templatename, context, doctree) -> None:
         return
     if "vaekit-plotly" not in context.get("body", ""):
         return
-    app.builder.add_js_file(
-        "plotly.min.js", priority=600
-    )  # this page only (Sphinx reverts it)
+    # the builder's add_js_file in this event adds to this page only (Sphinx reverts it)
+    app.builder.add_js_file("plotly.min.js", priority=600)
     app.builder.add_js_file("vaekit-figures.js", priority=601)
 
 
