@@ -126,16 +126,17 @@ def figure_html(figure: dict) -> str:
 
 
 def _rewrite_links(text: str, repository: str, local: set[str]) -> str:
-    """Relative links that leave notebooks/ (``../README.md``) point at the repository."""
+    """Relative links that leave notebooks/ (``../README.md``) point at the repository.
+    A link to another notebook stays as it is: Sphinx resolves it to that notebook's page, or
+    warns that the notebook is missing (a broken link the site test reports)."""
 
     def fix(m):
         target = m.group(2)
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.I):
             return m.group(0)
-        path = target.split("#")[0]
-        if path in local:
-            return m.group(0)
         resolved = os.path.normpath(os.path.join("notebooks", target))
+        if resolved.startswith("notebooks" + os.sep) or target.split("#")[0] in local:
+            return m.group(0)
         return f"{m.group(1)}{repository}/blob/{_branch()}/{resolved}{m.group(3)}"
 
     return _LINK.sub(fix, text)
