@@ -127,7 +127,6 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: fl
     with atomic_write(dest, "wb", suffix=".part") as f:
         wait = timeout if deadline is None else max(0.001, min(timeout, deadline - time.monotonic()))
         with urllib.request.urlopen(url, timeout=wait) as r:
-            expected = getattr(r, "length", None)
             read = getattr(r, "read1", r.read)  # at most one socket read: a trickle cannot outlast the deadline
             got_bytes = 0
             while True:
