@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, kl_divergence
 
-from ..utils import check_matches, check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
+from ..utils import check_likelihood_input, check_matches, check_positive_int, check_tensor  # noqa: F401 (re-exported)
 
 
 class ELBOTerms(NamedTuple):
@@ -32,14 +32,6 @@ def is_bernoulli(px) -> bool:
     while isinstance(px, Independent):
         px = px.base_dist
     return isinstance(px, (Bernoulli, ContinuousBernoulli))
-
-
-def check_likelihood_input(px, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Raise a ValueError naming ``name`` when ``px`` is a Bernoulli likelihood and ``x`` leaves [0, 1]
-    (``validate_args=False`` would score 255-valued pixels as nonsense without a word)."""
-    if value_checks_enabled() and is_bernoulli(px):
-        check_unit_interval(name, x)
-    return x
 
 
 def check_input(model, x: torch.Tensor, name: str = "x", device: bool = True) -> torch.Tensor:
@@ -194,7 +186,7 @@ def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[
         values.append(torch.stack([torch.logsumexp(lw.reshape(max(ks) // k, k, -1), 1).mean(0) - math.log(k)
                                    for k in ks]))  # (len(ks), B)
     values = torch.stack(values)  # (reps, len(ks), B)
-    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device)
+    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device, dtype=values.dtype)
     return values.mean(0), se
 
 

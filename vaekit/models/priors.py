@@ -81,7 +81,9 @@ class VampPrior(nn.Module):
         if tuple(init.shape) != (n_pseudo, *x_shape):
             raise ValueError(f"init must have shape [n_pseudo, *x_shape] = {[n_pseudo, *x_shape]}, got {list(init.shape)}")
         self.encoder, self.x_shape = encoder, x_shape
-        self.pseudo_logits = nn.Parameter(torch.logit(init.detach().clamp(0.01, 0.99)).to(_param_dtype(encoder)))
+        ref = next((p for p in encoder.parameters() if p.is_floating_point()), None)  # the encoder's device and dtype
+        self.pseudo_logits = nn.Parameter(torch.logit(init.detach().clamp(0.01, 0.99)).to(
+            dtype=_param_dtype(encoder), device=init.device if ref is None else ref.device))
 
     @property
     def n_pseudo(self) -> int:
