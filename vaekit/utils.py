@@ -155,13 +155,14 @@ def check_data(name: str, x, model: torch.nn.Module | None = None, *, ndim: int 
                shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """The one check of data handed to a public entry point: a floating tensor with at least one
     example, ``ndim`` dimensions or per-example ``shape`` where given, and ``model``'s dtype and
-    device. (Its values are checked where they are scored: :func:`check_likelihood_input`.)"""
+    device, and finite values (one host sync, skipped where :func:`input_checks` turned value checks
+    off; the range a likelihood needs is checked where it is scored: :func:`check_likelihood_input`)."""
     check_tensor(name, x, floating=True, nonempty=True, ndim=ndim)
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{name} must have shape [B, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
     if isinstance(model, torch.nn.Module):
         check_matches(name, x, model)
-    return x
+    return check_finite(name, x)
 
 
 def check_labels(name: str, y, num_classes: int | None = None, n: int | None = None) -> torch.Tensor:

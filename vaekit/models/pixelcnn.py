@@ -40,6 +40,7 @@ class MaskedConv2d(nn.Conv2d):
 
 def vertical_mask(k: int, include_center_row: bool, device=None) -> torch.Tensor:
     """``[k, k]`` mask keeping the rows above the centre (and the centre row if asked), all columns."""
+    check_positive_int(k=k)
     m = torch.zeros(k, k, device=device)
     m[:k // 2 + (1 if include_center_row else 0)] = 1
     return m
@@ -47,6 +48,7 @@ def vertical_mask(k: int, include_center_row: bool, device=None) -> torch.Tensor
 
 def horizontal_mask(k: int, include_center: bool, device=None) -> torch.Tensor:
     """``[1, k]`` mask keeping the positions left of the centre (and the centre if asked)."""
+    check_positive_int(k=k)
     m = torch.zeros(1, k, device=device)
     m[0, :k // 2 + (1 if include_center else 0)] = 1
     return m
