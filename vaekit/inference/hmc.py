@@ -18,6 +18,7 @@ import torch
 from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
+from .objectives import check_model_data
 from ..utils import (check_data, check_finite, check_likelihood_input, check_positive_int, check_positive_number,
                      check_tensor)
 
@@ -177,7 +178,7 @@ def log_marginal(model, x: torch.Tensor, n_samples: int = 50, burn_in: int = 30,
     if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
         raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}")
     check_data("x", x, model)
-    check_likelihood_input(model.decode(model.prior.sample((1,))), x)  # 0-255 pixels are no Bernoulli data
+    check_model_data(model, x)  # 0-255 pixels are no Bernoulli data
     if init is not None:
         check_tensor("init", init, ndim=3, floating=True)
         check_finite("init", init)

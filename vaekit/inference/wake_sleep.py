@@ -36,6 +36,7 @@ from torch.distributions import Independent
 from tqdm.auto import tqdm
 
 from . import hmc
+from .objectives import check_model_data
 from ..distributions import bernoulli
 from ..nets import mlp
 from ..train import History, TrainState, make_optimizer
@@ -232,7 +233,7 @@ def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: floa
     x = x.to(device)
     check_data("x", x, model)  # the model's dtype (the device is the model's now)
     if transform is None:  # every image, once (else the first transformed batch is checked)
-        check_likelihood_input(model.decode(model.prior.sample((1,))), x)
+        check_model_data(model, x)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     chains = MCEMChains(model, x.shape[0], n_leapfrog=n_leapfrog)

@@ -39,6 +39,9 @@ class MixturePrior(nn.Module):
     def __init__(self, dim: int, components: int = 10, spread: float = 1.0, scale: float = 1.0, seed: int = 0):
         super().__init__()
         check_positive_int(dim=dim, components=components)
+        for name, v in (("spread", spread), ("scale", scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
         if not spread >= 0 or not scale > 0:
             raise ValueError(f"spread must be >= 0 and scale > 0, got spread={spread!r}, scale={scale!r}")
         g = torch.Generator().manual_seed(seed)
