@@ -22,7 +22,7 @@ from torch import nn
 from ..device import module_device
 from ..distributions import bernoulli
 from ..nets import conv_trunk, deconv_trunk
-from ..utils import check_data, check_likelihood_input, check_matches, check_positive_int, check_tensor
+from ..utils import check_data, check_likelihood_input, check_positive_int, check_tensor
 from .vq import VectorQuantizer, VQOutput, codebook_usage, perplexity_of_counts
 
 

@@ -625,6 +625,14 @@ def _commit_files(files: list[tuple[Path, bytes]]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+def _notebook_bytes(nb) -> bytes:
+    """The bytes ``nbformat.write`` would write (it ends the file with a newline)."""
+    import nbformat
+
+    text = nbformat.writes(nb)
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
 def _read_notebook(path: Path):
     """The notebook papermill wrote, or None where it is missing or unreadable (cut short)."""
     import nbformat
@@ -695,7 +703,7 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
             clean_notebook(executed)
             if static_figures:
                 _shrink_pngs(executed)
-            files += [(out / nb_path.name, nbformat.writes(executed).encode()),
+            files += [(out / nb_path.name, _notebook_bytes(executed)),
                       (out / "metrics" / f"{stem}.json", json.dumps(recorded, indent=2, sort_keys=True).encode())]
             entry["_notebook"] = nb_path.name
         else:
@@ -707,7 +715,7 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
             if executed is not None:
                 target = out / "incomplete" / nb_path.name
                 clean_notebook(executed)
-                files.append((target, nbformat.writes(executed).encode()))
+                files.append((target, _notebook_bytes(executed)))
                 entry["_notebook"] = f"incomplete/{nb_path.name}"
                 message += f"\n    incomplete notebook: {target}"
             if (out / nb_path.name).exists():
