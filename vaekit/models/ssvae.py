@@ -390,7 +390,10 @@ def fit_m2(model: M2, x_labelled: torch.Tensor, y_labelled: torch.Tensor, x_unla
     leave ``model`` at its lowest validation error (early stopping on validation digits). Returns the
     :class:`BestOnValidation` log (``steps``, ``errors``, ``best_step``, ``best_error``)."""
     check_positive_int(steps=steps, every=every, batch_size=batch_size)
-    check_positive_number(lr=lr, alpha_per_digit=alpha_per_digit)
+    check_positive_number(lr=lr)
+    alpha = alpha_per_digit
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
+        raise ValueError(f"alpha_per_digit must be a number >= 0, got {alpha_per_digit!r}")
     for name, x in (("x_labelled", x_labelled), ("x_unlabelled", x_unlabelled), ("x_val", x_val)):
         check_data(name, x, shape=model.x_shape)
     check_labels("y_labelled", y_labelled, model.num_classes, n=x_labelled.shape[0])
