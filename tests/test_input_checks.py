@@ -184,6 +184,8 @@ def bad_values(e: Env, name: str, roles: set, valid):
         yield "float64 for a float32 model", valid.double(), (TypeError,)
         if MOVES not in roles:
             yield "on another device (meta) than the model", valid.to("meta"), both
+            if torch.cuda.is_available():  # the model is on the CPU
+                yield "on cuda for a CPU model", valid.cuda(), both
     if SCORED in roles or "255" in roles:
         yield "0-255 pixels", valid * 255, (ValueError,)
     if SCORED in roles or {"nan", "finite"} & roles:
