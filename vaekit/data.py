@@ -164,8 +164,10 @@ def _describe(e: BaseException) -> str:
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
         return str(e.reason)
-    if isinstance(e, http.client.IncompleteRead):
-        return f"connection closed with {e.expected:,} bytes still to come"
+    if isinstance(e, http.client.IncompleteRead):  # expected is None in a chunked reply (no Content-Length)
+        if isinstance(e.expected, int):
+            return f"connection closed with {e.expected:,} bytes still to come"
+        return f"connection closed mid-transfer after {len(e.partial or b''):,} bytes of a chunk (chunked reply cut short)"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
