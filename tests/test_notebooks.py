@@ -181,3 +181,22 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
 def test_every_notebook_has_expectations():
     missing = [p.stem for p in NOTEBOOKS if p.stem not in EXPECTED]
     assert not missing, f"add tolerance checks for {missing} to EXPECTED"
+
+
+# The lessons of the fast notebooks must not depend on the seed: each runs again at two other seeds
+# (smoke mode), and every check above, and every assert inside the notebook, must still hold.
+FAST = [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04", "05"}]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("notebook", FAST, ids=[p.stem for p in FAST])
+def test_fast_notebooks_hold_at_other_seeds(notebook, seed, tmp_path):
+    metrics, failures = cli.run([notebook], tmp_path, {"seed": seed}, smoke=True, progress=False)
+    assert not failures, "\n".join(failures)
+    numbers = {k: v for k, v in metrics[notebook.stem].items() if not k.startswith("_")}
+    assert metrics[notebook.stem]["_parameters"]["seed"] == seed
+    for name, check in EXPECTED.get(notebook.stem, {}).items():
+        assert check(numbers[name]), f"{notebook.name} at seed {seed}: {name} = {numbers[name]} is outside its tolerance"
+    for claim, holds in RELATIONS.get(notebook.stem, []):
+        assert holds(numbers), f"{notebook.name} at seed {seed}: {claim} does not hold"
