@@ -127,3 +127,18 @@ def test_bad_input(data):
         dis.mig(data.factors[:10], data.classes)
     with pytest.raises(ValueError, match="single value"):
         dis.mig(data.factors, torch.zeros(len(data), 2, dtype=torch.long))
+
+
+def test_figures_show_every_seed_and_every_cell(data):
+    from vaekit.figures import factors as factor_figures
+
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.9]])
+    fig = factor_figures.seed_panels([1, 4], {"MIG": (values, "MIG"), "error": (values * 10, "nats")}, "t")
+    means = [t for t in fig.data if t.name == "mean ± sd over seeds"]
+    assert len(means) == 2 and np.allclose(means[0].y, [0.2, 0.6]) and np.allclose(means[0].error_y.array, values.std(1))
+    assert [t.name for t in fig.data[1:4]] == ["seed 1", "seed 2", "seed 3"] and np.allclose(fig.data[3].y, [0.3, 0.9])
+    with pytest.raises(ValueError, match="shape"):
+        factor_figures.seed_panels([1, 4, 8], {"MIG": (values, "MIG")}, "t")
+    result = dis.mig(data.factors, data.classes)
+    fig = factor_figures.information_matrices({"truth": result.mi / result.entropies}, data.names, "t")
+    assert np.allclose(np.asarray(fig.data[0].z), np.eye(5)) and list(fig.data[0].x) == list(data.names)
