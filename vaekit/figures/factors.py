@@ -13,12 +13,13 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def seed_panels(xs: Sequence[float], panels: dict[str, tuple], title: str, xaxis: str = "β",
-                log_x: bool = True, height: int = 430) -> go.Figure:
+                seeds: Sequence | None = None, log_x: bool = True, height: int = 460, width: int = 980) -> go.Figure:
     """Side-by-side panels, ``panels[subplot title] = (values [len(xs), seeds], y-axis title)``: every
-    seed as a dot (one colour per seed, the same in every panel) and the mean over seeds as a black line
-    with error bars of one standard deviation over seeds."""
+    seed as a dot (one colour per seed, the same in every panel, named ``seed s`` for ``s`` in ``seeds``,
+    default 1, 2, ...) and the mean over seeds as a black line with error bars of one standard deviation
+    over seeds."""
     xs = list(xs)
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.12)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.1)
     for col, (panel, (values, ytitle)) in enumerate(panels.items(), start=1):
         v = np.asarray(torch.as_tensor(values, dtype=torch.float64))
         if v.ndim != 2 or v.shape[0] != len(xs):
@@ -29,10 +30,11 @@ def seed_panels(xs: Sequence[float], panels: dict[str, tuple], title: str, xaxis
                                  showlegend=col == 1), row=1, col=col)
         for s in range(v.shape[1]):
             fig.add_trace(go.Scatter(x=xs, y=v[:, s], mode="markers", marker=dict(color=COLORS[s % len(COLORS)], size=9, opacity=0.8),
-                                     name=f"seed {s + 1}", legendgroup=f"seed{s}", showlegend=col == 1), row=1, col=col)
+                                     name=f"seed {s + 1 if seeds is None else list(seeds)[s]}", legendgroup=f"seed{s}", showlegend=col == 1), row=1, col=col)
         fig.update_yaxes(title_text=ytitle, row=1, col=col)
         fig.update_xaxes(title_text=xaxis, type="log" if log_x else "linear", tickvals=xs, row=1, col=col)
-    fig.update_layout(title=title, height=height)
+    fig.update_layout(title=title, height=height, width=width, margin=dict(t=110),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="center", x=0.5))
     return fig
 
 
