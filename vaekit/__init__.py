@@ -5,11 +5,12 @@ The package, by role (each layer may import only from the layers above it in thi
 
 - the core, at the top level: ``data`` (MNIST, the embedded digits, binarization), ``device``
   (picking a device, bfloat16 support, chunk sizes), ``distributions`` and ``discretized``
-  (likelihoods on torch.distributions), ``nets`` (encoders and decoders), ``shapes`` (images whose generative factors are known), ``train`` (one
-  model-agnostic training loop), ``schedules``, ``utils`` (seeding, input checks, atomic writes);
+  (likelihoods on torch.distributions), ``nets`` (encoders and decoders), ``shapes`` (images
+  whose generative factors are known), ``train`` (one model-agnostic training loop),
+  ``schedules``, ``utils`` (seeding, input checks, atomic writes);
 - ``models``: mixture, linear_gaussian, vae, priors, autoregressive, ssvae, vq, vqvae, pixelcnn;
 - ``inference``: objectives (ELBO, IWAE), estimators, variational, gradients, hmc, wake_sleep;
-- ``evaluation``: metrics, compare, snr, information, protocols, collapse;
+- ``evaluation``: metrics, compare, snr, information, disentanglement, protocols, collapse;
 - ``figures``: plotly figure builders and ipywidgets, one module per topic;
 - ``runner``: the ``vaekit`` command and the recorder of headline numbers.
 

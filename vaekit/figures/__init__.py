@@ -2,8 +2,9 @@
 
 plots (shared builders: image grids, curves, bars, heatmaps, the notebooks' plotly setup), latents
 (a VAE's latent space), bounds (importance-weighted bounds), mixtures (2-D Gaussian mixtures),
-codebooks (a VQ-VAE's codebook), factors (codes against known factors: seeds, mutual information), rates (the rate-distortion plane, aggregate posteriors),
-widgets (latent sliders, the ELBO explorer).
+codebooks (a VQ-VAE's codebook), factors (codes against known factors: seeds, mutual information),
+rates (the rate-distortion plane, aggregate posteriors), widgets (latent sliders, the latent
+explorer across models, the ELBO explorer).
 
 May import: evaluation, inference, the models and the core.
 """
