@@ -118,6 +118,12 @@ def test_factor_vae_score_exact(data):
     assert 0.2 < rotated < 0.95
 
 
+def test_codes_that_need_a_gradient_or_another_dtype(data):
+    codes = data.factors.clone().requires_grad_(True)
+    assert dis.mig(codes, data.classes).score == pytest.approx(1.0, abs=1e-12)
+    assert dis.mig(data.factors.half(), data.classes).score == pytest.approx(1.0, abs=1e-12)
+
+
 def test_bad_input(data):
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         dis.mig(data.factors[:, :1], data.classes)

@@ -96,8 +96,9 @@ def mig(codes: torch.Tensor, classes: torch.Tensor, bins: int = BINS) -> MIGResu
     _check(codes, classes)
     if codes.shape[1] < 2:
         raise ValueError(f"codes must have at least 2 dimensions for a gap, got shape {tuple(codes.shape)}")
-    mi = mutual_information_matrix(discretize(codes, bins), classes.cpu())  # (D, K)
-    h = torch.tensor([entropy(classes[:, k].cpu()) for k in range(classes.shape[1])], dtype=torch.float64)  # (K,)
+    codes, classes = codes.detach().cpu(), classes.cpu()  # histograms on the host, whatever device the code came from
+    mi = mutual_information_matrix(discretize(codes, bins), classes)  # (D, K)
+    h = torch.tensor([entropy(classes[:, k]) for k in range(classes.shape[1])], dtype=torch.float64)  # (K,)
     top2 = mi.topk(2, dim=0)  # values (2, K)
     gaps = (top2.values[0] - top2.values[1]) / h
     gaps[h == 0] = math.nan
