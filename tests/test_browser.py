@@ -48,6 +48,7 @@ CASES = [
     WidgetCase("09_wake_sleep.ipynb", slider="μ of q"),
     WidgetCase("10_latent_information.ipynb", slider="log₂ β"),
     WidgetCase("11_semi_supervised.ipynb", slider="z1"),
+    WidgetCase("13_disentanglement.ipynb", slider="z value"),
 ]
 
 

@@ -124,6 +124,14 @@ EXPECTED = {
         "m2_test_bound_u": lambda v: -300 < v < -80,
         "analogies_read_as_intended": lambda v: v > 0.5,  # 0.1: a decoder that ignores y
     },
+    "13_disentanglement": {
+        "mig_true_factors": lambda v: abs(v - 1) < 1e-9,  # one latent per factor, each knowing it exactly
+        "mig_rotated_factors": lambda v: 0 <= v < 0.6,
+        **{f"mig_beta_{b}": (lambda v: 0 <= v < 0.6) for b in ("1", "high")},
+        **{f"mig_beta_{b}_sd": (lambda v: 0 <= v < 0.4) for b in ("1", "high")},
+        **{f"reconstruction_beta_{b}": (lambda v: 0 < v < 1024 * math.log(2)) for b in ("1", "high")},  # below a coin per pixel
+        **{f"factor_vae_beta_{b}": (lambda v: 0.2 <= v <= 1) for b in ("1", "high")},  # a majority vote over 5 factors is right >= 1/5
+    },
 }
 
 # relations between numbers of the same notebook
@@ -170,6 +178,10 @@ RELATIONS = {
          lambda m: m["m1m2_minus_supervised_100"] < (4 if m["smoke_run"] else -2) * m["m1m2_minus_supervised_se_100"]),
         ("most of M1 + M2's analogies read as the intended class (smoke: more than half)",
          lambda m: m["analogies_read_as_intended"] > (0.5 if m["smoke_run"] else 0.8)),
+    ],
+    "13_disentanglement": [
+        ("a rotation keeps the information but loses the gap", lambda m: m["mig_rotated_factors"] < m["mig_true_factors"]),
+        ("a larger beta costs reconstruction", lambda m: m["reconstruction_beta_high"] > m["reconstruction_beta_1"]),
     ],
 }
 

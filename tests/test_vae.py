@@ -321,6 +321,30 @@ def test_latent_sliders_redraw_and_static_fallback():
     assert [a.text for a in fig.layout.annotations] == ["z1", "z2", "z3"]
 
 
+def test_traversal_explorer_moves_one_latent_of_the_chosen_model():
+    torch.manual_seed(0)
+    models = {"a": vaekit.VAE.mlp(x_shape=(1, 8, 8), latent_dim=3, hidden=(16,)),
+              "b": vaekit.VAE.mlp(x_shape=(1, 8, 8), latent_dim=2, hidden=(16,))}
+    z0 = {"a": torch.tensor([0.2, -1.0, 0.5]), "b": torch.tensor([1.0, 0.3])}
+    panel = widgets.TraversalExplorer(models, z0, labels={"a": ["x", "y", "none"], "b": ["shape", "scale"]})
+    assert panel.slider.description == "z value" and panel.slider.value == pytest.approx(0.2)
+    before = np.array(panel.figure.data[0].z)
+    assert np.allclose(before, latent_viz.decode_mean(models["a"], z0["a"][None])[0, 0].flip(0).numpy(), atol=1e-2)
+    panel.latent_menu.value = 1  # another latent: the slider starts at its value
+    assert panel.slider.value == pytest.approx(-1.0) and "y = -1.00" in panel.figure.layout.title.text
+    panel.slider.value = 2.0
+    assert torch.allclose(panel.latent(), torch.tensor([0.2, 2.0, 0.5]))
+    expected = latent_viz.decode_mean(models["a"], torch.tensor([[0.2, 2.0, 0.5]]))[0, 0].flip(0).numpy()
+    assert np.allclose(np.array(panel.figure.data[0].z), expected)
+    panel.model_menu.value = "b"  # another model: its first latent, at its value
+    assert [o[0] for o in panel.latent_menu.options] == ["shape", "scale"] and panel.latent_menu.value == 0
+    assert panel.slider.value == pytest.approx(1.0) and torch.allclose(panel.latent(), z0["b"])
+    with pytest.raises(ValueError, match="same keys"):
+        widgets.TraversalExplorer(models, {"a": z0["a"]})
+    with pytest.raises(ValueError, match="latent dimensions"):
+        widgets.TraversalExplorer(models, {"a": z0["b"], "b": z0["b"]})
+
+
 # --------------------------------------------------------------------------- errors name the argument
 
 

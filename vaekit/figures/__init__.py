@@ -2,11 +2,12 @@
 
 plots (shared builders: image grids, curves, bars, heatmaps, the notebooks' plotly setup), latents
 (a VAE's latent space), bounds (importance-weighted bounds), mixtures (2-D Gaussian mixtures),
-codebooks (a VQ-VAE's codebook), rates (the rate-distortion plane, aggregate posteriors),
-widgets (latent sliders, the ELBO explorer).
+codebooks (a VQ-VAE's codebook), factors (codes against known factors: seeds, mutual information),
+rates (the rate-distortion plane, aggregate posteriors), widgets (latent sliders, the latent
+explorer across models, the ELBO explorer).
 
 May import: evaluation, inference, the models and the core.
 """
-from . import bounds, codebooks, latents, mixtures, plots, rates, widgets
+from . import bounds, codebooks, factors, latents, mixtures, plots, rates, widgets
 
-__all__ = ["bounds", "codebooks", "latents", "mixtures", "plots", "rates", "widgets"]
+__all__ = ["bounds", "codebooks", "factors", "latents", "mixtures", "plots", "rates", "widgets"]

@@ -6,6 +6,9 @@ on the model's device and redraws the image in place. Display it as the last exp
 cell. Executed headlessly, or read in a saved notebook, widgets are not live: show
 :func:`static_sliders` next to it, the same view frozen at a few slider positions.
 
+:class:`TraversalExplorer` picks one of several models (one per beta, say) and one of its latents, and
+moves that latent alone with one slider.
+
 :class:`ElboExplorer` moves a one-dimensional q(z) against the exact posterior of a linear Gaussian
 model and shows ELBO + KL(q || p(z|x)) = log p(x) as bars.
 """
@@ -191,3 +194,86 @@ class ElboExplorer(widgets.VBox):
         fig.update_yaxes(title_text="density", row=1, col=1)
         fig.update_layout(title=title, height=650)
         return fig
+
+
+class TraversalExplorer(widgets.VBox):
+    """Pick a model (``model`` dropdown, e.g. one per beta) and one of its latents (``latent`` dropdown),
+    then drag ``z value``: the figure shows E[x|z] with that latent moved and the others held at the
+    model's encoding of one image. ``models``: name -> model; ``z0``: name -> starting latent ``[D]``;
+    ``labels``: name -> one description per latent (what it encodes, say), shown in the dropdown and
+    the title. Changing the model or the latent puts the slider back at the starting value.
+    """
+
+    def __init__(self, models: dict, z0: dict, labels: dict | None = None, limit: float = 3.0, step: float = 0.05,
+                 title: str = "E[x|z] as one latent moves"):
+        if not models:
+            raise ValueError("models must name at least one model")
+        if set(z0) != set(models) or (labels is not None and set(labels) != set(models)):
+            raise ValueError(f"z0 (and labels) must have the same keys as models: {list(models)}")
+        for name, z in z0.items():
+            check_tensor(f"z0[{name!r}]", z, ndim=1, floating=True)
+            if getattr(models[name], "latent_dim", z.shape[0]) != z.shape[0]:
+                raise ValueError(f"z0[{name!r}] must have the model's {models[name].latent_dim} latent dimensions, got {z.shape[0]}")
+        self.models, self.z0, self.title, self.step = models, {k: v.detach().float().cpu() for k, v in z0.items()}, title, step
+        self.labels = labels or {k: [f"z{i + 1}" for i in range(len(v))] for k, v in self.z0.items()}
+        for name, lab in self.labels.items():
+            if len(lab) != len(self.z0[name]):
+                raise ValueError(f"labels[{name!r}] must have one entry per latent ({len(self.z0[name])}), got {len(lab)}")
+        first = next(iter(models))
+        self.model_menu = widgets.Dropdown(options=list(models), value=first, description="model")
+        self.latent_menu = widgets.Dropdown(options=self._latent_options(first), value=0, description="latent",
+                                            layout=widgets.Layout(width="420px"))
+        bound = max(limit, max(float(z.abs().max()) for z in self.z0.values()) + step)
+        self.slider = widgets.FloatSlider(value=self._start(), min=-bound, max=bound, step=step, description="z value",
+                                          continuous_update=True, readout_format=".2f", layout=widgets.Layout(width="420px"))
+        self.figure = go.FigureWidget(go.Heatmap(z=as_numpy_image(self.image()), colorscale="Greys", zmin=0, zmax=1,
+                                                 colorbar=dict(title="E[x|z]"),
+                                                 hovertemplate="pixel (%{x}, %{y}): %{z:.2f}<extra></extra>"))
+        self.figure.update_layout(title=self._title(), width=460, height=460, margin=dict(l=50, r=20, t=80, b=40),
+                                  xaxis_title="pixel column", yaxis_title="pixel row (from the bottom)")
+        self.figure.update_yaxes(scaleanchor="x", constrain="domain")
+        self.model_menu.observe(self._model_changed, names="value")
+        self.latent_menu.observe(self._latent_changed, names="value")
+        self.slider.observe(self.redraw, names="value")
+        super().__init__([widgets.HBox([self.model_menu, self.latent_menu]), self.slider, self.figure])
+
+    def _latent_options(self, name: str) -> list[tuple[str, int]]:
+        return [(label, i) for i, label in enumerate(self.labels[name])]
+
+    def _start(self) -> float:
+        """The chosen latent's starting value, on the slider's grid."""
+        return round(float(self.z0[self.model_menu.value][self.latent_menu.value]) / self.step) * self.step
+
+    def latent(self) -> torch.Tensor:
+        """The latent ``[D]`` shown: the starting one with the chosen dimension at the slider's value."""
+        z = self.z0[self.model_menu.value].clone()
+        z[self.latent_menu.value] = self.slider.value
+        return z
+
+    def image(self) -> torch.Tensor:
+        return decode_mean(self.models[self.model_menu.value], self.latent()[None])[0]  # (C, H, W)
+
+    def _title(self) -> str:
+        label = self.labels[self.model_menu.value][self.latent_menu.value]
+        return f"{self.title}<br><sub>{self.model_menu.value}: {label} = {self.slider.value:.2f}</sub>"
+
+    def _reset_slider(self) -> None:
+        self.slider.unobserve(self.redraw, names="value")
+        self.slider.value = min(max(self._start(), self.slider.min), self.slider.max)
+        self.slider.observe(self.redraw, names="value")
+        self.redraw()
+
+    def _model_changed(self, change=None) -> None:
+        self.latent_menu.unobserve(self._latent_changed, names="value")
+        self.latent_menu.options = self._latent_options(self.model_menu.value)
+        self.latent_menu.value = 0
+        self.latent_menu.observe(self._latent_changed, names="value")
+        self._reset_slider()
+
+    def _latent_changed(self, change=None) -> None:
+        self._reset_slider()
+
+    def redraw(self, change=None) -> None:
+        with self.figure.batch_update():
+            self.figure.data[0].z = as_numpy_image(self.image())
+            self.figure.layout.title.text = self._title()
