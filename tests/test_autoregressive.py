@@ -8,17 +8,15 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats
-from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Normal
 
 import vaekit
-from vaekit import metrics, objectives
+from vaekit import metrics
 from vaekit.evaluation.collapse import RECIPES, evaluate_run, train_run
-from vaekit.models.autoregressive import AutoregressiveBernoulli, AutoregressiveDecoder, autoregressive_vae, made_masks
+from vaekit.models.autoregressive import AutoregressiveDecoder, autoregressive_vae, made_masks
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 

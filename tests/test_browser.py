@@ -41,6 +41,7 @@ CASES = [
     WidgetCase("00_setup.ipynb", slider="digit"),
     WidgetCase("01_gaussian_mixtures.ipynb", slider="mean x"),
     WidgetCase("04_elbo.ipynb", slider="q mean"),
+    WidgetCase("04_elbo.ipynb", slider="μ of q"),  # KL(q||p) against KL(p||q)
     WidgetCase("06_vae.ipynb", slider="z1"),
     WidgetCase("07_iwae.ipynb", slider="q shift (sd)"),
     WidgetCase("08_vqvae.ipynb", slider="code"),

@@ -352,3 +352,214 @@ def test_committed_notebooks_carry_no_machine_paths():
         if hits:
             found[path.name] = hits[:3]
     assert not found, f"machine paths in notebook metadata (run `vaekit clean notebooks/*.ipynb`): {found}"
+
+
+# ----------------------------------------------------------------------------- one run per folder, nothing lost
+
+def earlier_results(out: Path) -> dict[str, bytes]:
+    """A folder holding a previous run's results (written here, as vaekit run writes them): returns its files."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics").mkdir(exist_ok=True)
+    (out / "01_first.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    (out / "metrics" / "01_first.json").write_text('{"answer": 42}')
+    (out / "metrics.json").write_text(json.dumps({"notebooks": {"01_first": {"_status": "ok", "answer": 42}},
+                                                  "written_by": "vaekit run"}))
+    return snapshot(out)
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_two_notebooks_with_the_same_name_are_refused(tmp_path, capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        write_notebook(tmp_path / d / "00_setup.ipynb", ["smoke = False", "pass"])
+    a, b = str(tmp_path / "a" / "00_setup.ipynb"), str(tmp_path / "b" / "00_setup.ipynb")
+    with pytest.raises(cli.UsageError, match="two notebooks named 00_setup.ipynb .* would overwrite each other"):
+        cli.resolve([a, b], tmp_path)
+    assert cli.main(["run", a, b, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "two notebooks named 00_setup.ipynb" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert len(cli.resolve([a, a], tmp_path)) == 1, "the same file twice is one notebook"
+
+
+@pytest.mark.parametrize("content", ['{"accuracy": 0.9}', '{"notebooks": {"a": 1}}', '{"notebooks": {}}', "[1, 2]",
+                                     '{"notebooks": {"01_first": {"_status": "ok"}}, "model": "resnet"}'])
+def test_a_metrics_json_vaekit_did_not_write_is_refused_and_kept(series_dir, tmp_path, capsys, content):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "metrics.json").write_text(content)
+    assert cli.main(["run", "01", "--notebook-dir", str(series_dir), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "its metrics.json is not a vaekit metrics file (not written by vaekit run)" in err and len(err.splitlines()) == 1
+    assert (out / "metrics.json").read_text() == content
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_metrics_written_by_vaekit_are_accepted_with_or_without_the_mark(tmp_path):
+    for data in ({"notebooks": {"01_first": {"_status": "ok", "answer": 1}}},  # before the mark existed
+                 {"notebooks": {}, "written_by": "vaekit run"}):
+        (tmp_path / "metrics.json").write_text(json.dumps(data))
+        cli.check_metrics_file(tmp_path)
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_and_changes_nothing(series_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    before = earlier_results(out)
+    with cli.FolderLock(out):
+        assert (out / cli.LOCK_NAME).read_text().strip() == str(os.getpid())
+        assert cli.main(["run", "01", "--notebook-dir", str(series_dir), "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"another vaekit run (pid {os.getpid()}) is writing there" in err and len(err.splitlines()) == 1
+        before[cli.LOCK_NAME] = (out / cli.LOCK_NAME).read_bytes()
+        assert snapshot(out) == before
+    assert not (out / cli.LOCK_NAME).exists(), "the lock file goes with the lock"
+
+
+def test_a_waiting_run_gets_the_folder_when_the_first_lets_go(tmp_path):
+    import threading
+
+    first = cli.FolderLock(tmp_path).__enter__()
+    threading.Timer(0.5, first.__exit__, (None, None, None)).start()
+    t0 = time.monotonic()
+    with pytest.raises(cli.UsageError, match="another vaekit run"):
+        cli.FolderLock(tmp_path, wait=0.1).__enter__()
+    with cli.FolderLock(tmp_path, wait=10):
+        assert 0.3 < time.monotonic() - t0 < 5
+
+
+def test_a_lock_left_by_a_killed_run_is_recovered(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from vaekit.runner.cli import FolderLock
+        lock = FolderLock({str(tmp_path)!r}).__enter__()
+        print('locked', flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(cli.UsageError, match=f"pid {holder.pid}"):
+            cli.FolderLock(tmp_path).__enter__()
+        holder.kill()  # SIGKILL: no cleanup runs; the lock file stays behind
+        holder.wait(30)
+        assert (tmp_path / cli.LOCK_NAME).exists()
+        with cli.FolderLock(tmp_path):
+            assert (tmp_path / cli.LOCK_NAME).read_text().strip() == str(os.getpid())
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_two_runs_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    write_notebook(d / "01_sleepy.ipynb", ["smoke = False\nseconds = 0", "import time, vaekit\nvaekit.record('n', 1)",
+                                           "time.sleep(seconds)"])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vaekit", "run", "01", "--notebook-dir", str(d), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(command + ["-p", "seconds", "3"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / cli.LOCK_NAME, first)
+        second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert second.stderr.strip().startswith(f"vaekit run: --out {out}: another vaekit run (pid {first.pid}) is writing there")
+        stdout, stderr = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    entry = metrics_of(out)["01_sleepy"]
+    assert entry["_status"] == "ok" and entry["_parameters"]["seconds"] == 3 and entry["n"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["01_sleepy.ipynb", "metrics", "metrics.json"]
+
+
+def test_results_are_committed_all_or_nothing(tmp_path):
+    out = tmp_path / "out"
+    before = earlier_results(out)
+    (out / "incomplete").mkdir()
+    (out / "incomplete" / "01_first.ipynb").mkdir()  # a folder where a file goes: found before anything is renamed
+    with pytest.raises(cli.WriteFailure, match="cannot write .*incomplete/01_first.ipynb: a folder is in the way"):
+        cli._commit_files([(out / "01_first.ipynb", b"new"), (out / "incomplete" / "01_first.ipynb", b"x"),
+                           (out / "metrics.json", b"{}")])
+    assert snapshot(out) == before
+    (out / "incomplete" / "01_first.ipynb").rmdir()
+    (out / "sub").write_text("a file where a folder goes")
+    with pytest.raises(cli.WriteFailure, match="cannot write .*sub"):
+        cli._commit_files([(out / "01_first.ipynb", b"new"), (out / "sub" / "x.json", b"{}")])
+    before["sub"] = b"a file where a folder goes"
+    assert snapshot(out) == before, "no temporary file is left and no target was replaced"
+
+
+def test_a_file_in_the_way_of_the_results_is_one_line_and_loses_nothing(series_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    before = earlier_results(out)
+    (out / "metrics" / "01_first.json").unlink()
+    (out / "metrics").rmdir()
+    (out / "metrics").write_text("a file where vaekit keeps a folder")
+    before = snapshot(out)
+    status = cli.main(["run", "01", "--notebook-dir", str(series_dir), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("vaekit run: cannot write") and "metrics" in err and "earlier results" in err
+    assert "Traceback" not in err
+    assert snapshot(out) == before, "the earlier notebook, metrics.json and the file in the way are untouched"
+
+
+def _mount_tmpfs(path: Path, size: str) -> str | None:
+    """Mount a small tmpfs at ``path``; returns why it could not (not root, no permission), else None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "a full disk needs a small tmpfs, and mounting one needs root"
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    return None if done.returncode == 0 else f"mount -t tmpfs failed here: {done.stderr.strip()}"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs (root only; skipped with the reason elsewhere); fill it with ``fill()``."""
+    disk = tmp_path / "disk"
+    why = _mount_tmpfs(disk, "256k")
+    if why:
+        pytest.skip(why)
+
+    def fill():
+        with open(disk / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        assert os.statvfs(disk).f_bavail == 0
+
+    try:
+        yield disk, fill
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_earlier_results(series_dir, full_disk, capsys):
+    disk, fill = full_disk
+    out = disk / "out"
+    before = earlier_results(out)
+    fill()
+    status = cli.main(["run", "01", "--notebook-dir", str(series_dir), "--out", str(out), "--no-progress", "-p", "scale", "5"])
+    err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert snapshot(out) == before, "the earlier results are intact and no half-written file is left"
+    assert not (out / ".running").exists() and not (out / cli.LOCK_NAME).exists()
+
+
+def test_copying_the_series_onto_a_full_disk_leaves_no_partial_notebook(series_dir, full_disk, capsys):
+    disk, fill = full_disk
+    fill()
+    with pytest.raises(cli.WriteFailure, match="No space left on device; no partial notebook is left"):
+        cli.copy_series(disk / "mine", source=series_dir)
+    assert list((disk / "mine").iterdir()) == []
+    assert cli.main(["notebooks", str(disk / "series")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vaekit notebooks: cannot write") and len(err.strip().splitlines()) == 1
+    assert list((disk / "series").iterdir()) == []
+    (disk / "filler").unlink()  # space again: the copy completes, and nothing there is taken for an edit
+    assert len(cli.copy_series(disk / "mine", source=series_dir)) == 3

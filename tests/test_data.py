@@ -174,7 +174,7 @@ def _raw_idx(path, array):
 def hostile(idx_dir):
     """A loopback HTTP server (127.0.0.1 only) whose first path segment picks a behaviour:
     good (serves the file), cut (Content-Length promised, half sent, connection closed), garbage
-    (a status line that is not HTTP), reset (part of the reply, then a TCP reset), hang (accepts, never answers),
+    (a status line that is not HTTP), chunked (a chunked reply cut mid-chunk), reset (part of the reply, then a TCP reset), hang (accepts, never answers),
     trickle (one byte every 50 ms), flaky (cut on its first request, then good).
     Every reply is bounded in time and the server shuts itself down after 60 s."""
     served: dict[str, int] = {}
@@ -199,6 +199,15 @@ def hostile(idx_dir):
                 return
             if mode == "hang":
                 time.sleep(3)
+                self.close_connection = True
+                return
+            if mode == "chunked":  # chunked transfer encoding (no Content-Length), cut mid-chunk
+                self.protocol_version = "HTTP/1.1"
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n" % 256 + payload[:256] + b"\r\n" + b"%x\r\n" % 256 + payload[256:300])
+                self.wfile.flush()
                 self.close_connection = True
                 return
             self.send_response(200)
@@ -241,7 +250,7 @@ def hostile(idx_dir):
     httpd.server_close()
 
 
-BAD_MIRRORS = {"cut": "bytes still to come", "garbage": "BadStatusLine", "reset": "Connection reset",
+BAD_MIRRORS = {"cut": "bytes still to come", "chunked": "chunked reply cut short", "garbage": "BadStatusLine", "reset": "Connection reset",
                "hang": "timed out"}
 
 

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Independent, MultivariateNormal, Normal
+from torch.distributions import Independent, Normal
 
 from vaekit import information
 from vaekit.distributions import diag_gaussian

@@ -39,9 +39,9 @@ def test_import_vaekit_needs_no_notebook_stack():
     code = BLOCKER + textwrap.dedent("""
         import importlib, pkgutil
         import vaekit
-        for m in pkgutil.iter_modules(vaekit.__path__):
-            if m.name not in ("__main__", "notebooks"):
-                importlib.import_module("vaekit." + m.name)
+        for m in pkgutil.walk_packages(vaekit.__path__, "vaekit."):  # every module of every subpackage
+            if m.name not in ("vaekit.__main__", "vaekit.notebooks"):
+                importlib.import_module(m.name)
         x, y = vaekit.data.embedded_digits("test")
         assert x.shape == (1000, 1, 28, 28) and sorted(set(y.tolist())) == list(range(10))
         leaked = sorted(set(sys.argv[1].split(",")) & {n.split(".")[0] for n in sys.modules})
@@ -189,7 +189,7 @@ def test_wheel_installs_and_runs_the_series_from_any_folder(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     run_env = {**ENV, "PATH": f"{env_dir / 'bin'}{os.pathsep}{ENV.get('PATH', '')}"}
-    where = subprocess.run([str(py), "-c", "import vaekit, vaekit.cli as c; print(vaekit.__file__); print(c.default_notebook_dir())"],
+    where = subprocess.run([str(py), "-c", "import vaekit, vaekit.runner.cli as c; print(vaekit.__file__); print(c.default_notebook_dir())"],
                            check=True, capture_output=True, text=True, cwd=elsewhere, env=run_env).stdout.split()
     assert all(Path(p).is_relative_to(purelib) for p in where), where
     vaekit_cmd = str(env_dir / "bin" / "vaekit")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import compare, metrics, schedules, viz
+from vaekit import metrics, schedules, viz
 from vaekit.figures import bounds as bound_viz
 from vaekit.figures import latents as latent_viz
 from vaekit.train import History, KeepBest

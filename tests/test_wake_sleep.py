@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.distributions import MultivariateNormal, kl_divergence
+from torch.distributions import kl_divergence
 
 import vaekit
 from vaekit import hmc, metrics, wake_sleep

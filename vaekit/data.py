@@ -127,7 +127,6 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: fl
     with atomic_write(dest, "wb", suffix=".part") as f:
         wait = timeout if deadline is None else max(0.001, min(timeout, deadline - time.monotonic()))
         with urllib.request.urlopen(url, timeout=wait) as r:
-            expected = getattr(r, "length", None)
             read = getattr(r, "read1", r.read)  # at most one socket read: a trickle cannot outlast the deadline
             got_bytes = 0
             while True:
@@ -165,8 +164,10 @@ def _describe(e: BaseException) -> str:
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
         return str(e.reason)
-    if isinstance(e, http.client.IncompleteRead):
-        return f"connection closed with {e.expected:,} bytes still to come"
+    if isinstance(e, http.client.IncompleteRead):  # expected is None in a chunked reply (no Content-Length)
+        if isinstance(e.expected, int):
+            return f"connection closed with {e.expected:,} bytes still to come"
+        return f"connection closed mid-transfer after {len(e.partial or b''):,} bytes of a chunk (chunked reply cut short)"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 

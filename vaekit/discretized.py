@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.distributions import Categorical, Distribution, Independent, constraints
 from torch.distributions.utils import broadcast_all
 
-from .utils import check_positive_int
+from .utils import check_positive_int, check_tensor
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
@@ -35,10 +35,14 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
 def to_levels(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """Grey levels x = n / (bins - 1) in [0, 1] -> the integers n (``torch.long``)."""
     check_positive_int(bins=bins)
+    check_tensor("x", x)
     if not torch.is_floating_point(x):
         raise TypeError(f"x must be a floating-point tensor of grey levels in [0, 1], got dtype {x.dtype}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"x must lie in [0, 1], got values in [{x.min().item():.4g}, {x.max().item():.4g}]")
+    if x.numel():
+        lo, hi = torch.aminmax(x)
+        if not bool((lo >= 0) & (hi <= 1)):  # a NaN fails here too (it is no grey level)
+            raise ValueError(f"x must lie in [0, 1] (and not be NaN), got values in [{lo.item():.4g}, {hi.item():.4g}]"
+                             + (f" with {int(x.isnan().sum())} NaN" if bool(x.isnan().any()) else ""))
     n = x * (bins - 1)
     if x.numel() and (n - n.round()).abs().max() > 1e-3:
         raise ValueError(f"x must be on the grid n / {bins - 1} of {bins} grey levels")
@@ -171,6 +175,7 @@ def dequantized_bound(px: "Independent | DiscretizedLogistic", x: torch.Tensor, 
     expectation at most ``px.log_prob(x)``.
     """
     check_positive_int(samples=samples)
+    check_tensor("x", x, floating=True)
     base, dims = (px, 0) if isinstance(px, DiscretizedLogistic) else (px.base_dist, px.reinterpreted_batch_ndims)
     if not isinstance(base, DiscretizedLogistic):
         raise TypeError(f"px must be a DiscretizedLogistic or an Independent over one, got {type(base).__name__}")

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import bf16_autocast_available, default_device, module_device
-from .utils import atomic_write, check_positive_int, input_checks
+from .utils import atomic_write, check_positive_int, check_positive_number, input_checks
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
 
@@ -350,6 +350,8 @@ def fit(model: torch.nn.Module, objective: Objective, data, *, epochs: int | Non
     if checkpoint is not None and Path(checkpoint).is_dir():
         raise ValueError(f"checkpoint must name a file, got the folder {checkpoint}")
     tensors = _check_data(data)
+    if isinstance(optimizer, str):
+        check_positive_number(lr=lr)
     if device is None:
         md = module_device(model)
         device = md if md.type != "cpu" else default_device()

@@ -30,7 +30,7 @@ def check_positive_int(**values) -> None:
     """Raise a ValueError naming the first argument that is not a positive int (bools are not ints here)."""
     for name, v in values.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+            raise ValueError(f"{name} must be a positive int, got {type(v).__name__} {v!r}")
 
 
 _CHECKS = {"values": True}  # whether checks that read tensor values (one host sync each) run
@@ -101,6 +101,89 @@ def check_tensor(name: str, x, *, ndim: int | tuple[int, ...] | None = None, flo
         if (min_value is not None and bool(lo < min_value)) or (max_value is not None and bool(hi > max_value)):
             raise ValueError(f"{name} must lie in [{min_value}, {max_value}], got values in [{float(lo):.4g}, {float(hi):.4g}]")
     return x
+
+
+def check_positive_number(**values) -> None:
+    """Raise a clear error naming the first argument that is not a finite number > 0 (a step size,
+    a learning rate, a scale): TypeError for a string or a bool, ValueError for 0, negatives, NaN, inf."""
+    for name, v in values.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a positive number, got {type(v).__name__} {v!r}")
+        if not 0 < v < float("inf"):
+            raise ValueError(f"{name} must be a positive, finite number, got {v!r}")
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise a ValueError naming ``name`` when ``x`` holds a NaN or an infinity (one host sync;
+    skipped where :func:`input_checks` turned value checks off)."""
+    if not _CHECKS["values"] or not isinstance(x, torch.Tensor) or x.device.type == "meta" or not x.numel():
+        return x
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value{'s' * (bad != 1)} of {x.numel()}")
+    return x
+
+
+def unit_interval_likelihood(px) -> str | None:
+    """A few words naming ``px``'s likelihood when it scores only values in [0, 1] (Bernoulli and
+    continuous-Bernoulli pixels, discretized grey levels n / (bins - 1)), else None."""
+    from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, constraints
+
+    while isinstance(px, Independent):
+        px = px.base_dist
+    if isinstance(px, (Bernoulli, ContinuousBernoulli)):
+        return "a Bernoulli likelihood"
+    if getattr(px, "bins", None) is not None and getattr(px, "support", None) is constraints.unit_interval:
+        return "a discretized likelihood of grey levels n / (bins - 1)"
+    return None
+
+
+def check_likelihood_input(px, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Raise a ValueError naming ``name`` when ``x`` cannot be scored under the likelihood ``px``:
+    values outside [0, 1] for Bernoulli or discretized pixels (``validate_args=False`` would score
+    255-valued pixels as nonsense without a word), a NaN or an infinity for any. One host sync;
+    skipped where :func:`input_checks` turned value checks off."""
+    if not _CHECKS["values"]:
+        return x
+    why = unit_interval_likelihood(px)
+    return check_unit_interval(name, x, why) if why else check_finite(name, x)
+
+
+def check_data(name: str, x, model: torch.nn.Module | None = None, *, ndim: int | tuple[int, ...] | None = None,
+               shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The one check of data handed to a public entry point: a floating tensor with at least one
+    example, ``ndim`` dimensions or per-example ``shape`` where given, and ``model``'s dtype and
+    device, and finite values (one host sync, skipped where :func:`input_checks` turned value checks
+    off; the range a likelihood needs is checked where it is scored: :func:`check_likelihood_input`)."""
+    check_tensor(name, x, floating=True, nonempty=True, ndim=ndim)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} must have shape [B, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
+    if isinstance(model, torch.nn.Module):
+        check_matches(name, x, model)
+    return check_finite(name, x)
+
+
+def check_labels(name: str, y, num_classes: int | None = None, n: int | None = None) -> torch.Tensor:
+    """Class labels (or counts): an int64/int32 tensor of shape ``[n]`` with values in
+    [0, num_classes). Float labels are refused, never truncated (3.7 is not class 3), and ``[N, 1]``
+    is refused rather than broadcast against ``[N]``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer labels, got {type(y).__name__}")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an integer tensor of labels (int64 or int32), got dtype {y.dtype}"
+                        + ("; convert whole-number labels with .long()" if y.is_floating_point() else ""))
+    if y.dim() != 1:
+        raise ValueError(f"{name} must have shape [B] (one label per example), got {list(y.shape)}"
+                         + ("; flatten it with .view(-1)" if y.dim() == 2 and 1 in y.shape else ""))
+    if n is not None and y.shape[0] != n:
+        raise ValueError(f"{name} must have shape [B] = [{n}] (one label per example), got {list(y.shape)}")
+    if num_classes is not None and _CHECKS["values"] and y.numel() and y.device.type != "meta":
+        lo, hi = torch.aminmax(y)
+        if bool(lo < 0) or bool(hi >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes - 1}], got values in [{int(lo)}, {int(hi)}]")
+    return y
 
 
 def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -54,6 +54,9 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
         raise ValueError(f"a and b must be 1-D of the same length >= 2 (one value per example), "
                          f"got shapes {list(a.shape)} and {list(b.shape)}")
+    for name, t in (("a", a), ("b", b)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(t)).sum())} NaN or infinite values")
     d = a - b
     return d.mean().item(), (d.std() / math.sqrt(len(d))).item()
 

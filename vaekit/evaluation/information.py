@@ -30,7 +30,7 @@ import torch
 
 from ..device import module_device
 from ..distributions import diag_gaussian
-from ..inference.objectives import check_input, closed_form_kl
+from ..inference.objectives import check_model_data, closed_form_kl
 from ..utils import check_positive_int
 
 
@@ -115,7 +115,7 @@ def information_terms(q, prior, samples: int = 1, max_elements: int = 2**22) -> 
 def encode_all(model, x: torch.Tensor, batch_size: int = 1000):
     """q(z|x) for every example of ``x`` as one diagonal Gaussian with batch ``[N]`` (encoded in batches
     on the model's device). The encoder must return a diagonal Gaussian (``Independent(Normal)``)."""
-    check_input(model, x, device=False)
+    check_model_data(model, x)
     check_positive_int(batch_size=batch_size)
     device = module_device(model)
     locs, scales = [], []

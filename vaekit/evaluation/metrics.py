@@ -9,9 +9,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import bf16_autocast_available, chunk_elements, module_device
-from ..inference.objectives import check_input, check_likelihood_input, elbo_terms
+from ..inference.objectives import check_input, check_likelihood_input, check_model_data, elbo_terms
 from ..models.vq import codebook_perplexity, codebook_usage, dead_code_fraction, perplexity_of_counts
-from ..utils import check_positive_int, check_tensor, value_checks_enabled
+from ..utils import check_labels, check_positive_int, check_tensor, value_checks_enabled
 
 LN2 = math.log(2.0)
 
@@ -127,6 +127,8 @@ def elbo_evaluator(sets: dict[str, torch.Tensor], batch_size: int = 1000):
 @torch.no_grad()
 def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """E_q[z|x] for every example, ``[N, D]`` on the model's device."""
+    check_model_data(model, x)
+    check_positive_int(batch_size=batch_size)
     device = module_device(model)
     return torch.cat([model.encode(xb.to(device)).mean for xb in _batches(x, batch_size)])
 
@@ -138,6 +140,10 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: in
     Returns the count and the per-dimension variances ``[D]``.
     """
     check_tensor("x", x, nonempty=True)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number >= 0 (a variance), got {type(threshold).__name__} {threshold!r}")
+    if not 0 <= threshold < math.inf:
+        raise ValueError(f"threshold must be a number >= 0 (a variance), got {threshold!r}")
     if x.shape[0] < 2:
         raise ValueError(f"x must hold at least two examples to estimate a variance, got shape {tuple(x.shape)}")
     var = posterior_means(model, x, batch_size).var(0)
@@ -150,6 +156,8 @@ def nearest_centre_accuracy(z_train: torch.Tensor, y_train: torch.Tensor, z_test
     class centre (mean code of that label's training codes); the fraction right."""
     check_tensor("z_train", z_train, ndim=2, floating=True)
     check_tensor("z_test", z_test, ndim=2, floating=True)
+    check_labels("y_train", y_train)  # float labels compare only by accident; [N, 1] would broadcast
+    check_labels("y_test", y_test)
     if len(z_train) != len(y_train) or len(z_test) != len(y_test):
         raise ValueError(f"codes and labels must pair up, got {len(z_train)} and {len(y_train)} training, "
                          f"{len(z_test)} and {len(y_test)} test")
@@ -174,7 +182,8 @@ def dequantization_gap(model, x: torch.Tensor, samples: int = 50) -> tuple[torch
 @torch.no_grad()
 def kl_per_dim(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Mean KL(q(z_d|x) || p(z_d)) per latent dimension, ``[D]`` nats (diagonal Gaussian q and prior)."""
-    check_tensor("x", x, nonempty=True)
+    check_model_data(model, x)
+    check_positive_int(batch_size=batch_size)
     device = module_device(model)
     total = None
     for xb in _batches(x, batch_size):

@@ -8,7 +8,7 @@ images are computed once, up front, so dragging the slider only redraws.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import ipywidgets as widgets
 import numpy as np

@@ -10,9 +10,11 @@ May import: the models and the core. ``vaekit.inference.NAME`` also gives the na
 :mod:`vaekit.inference.variational` (``exact_elbo``, ``Amortized``, ...), as before the layout.
 """
 from . import estimators, gradients, hmc, objectives, variational, wake_sleep
-from .variational import (Amortized, PerExampleGaussian, PerExampleVI, as_multivariate, exact_elbo, frozen,
+from .variational import (Amortized, PerExampleFullGaussian, PerExampleGaussian, PerExampleVI, as_multivariate,
+                          exact_elbo, frozen,
                           kl_to_posterior, mean_field_optimum, ppca_max_likelihood, variational_em)
 
 __all__ = ["estimators", "gradients", "hmc", "objectives", "variational", "wake_sleep", "Amortized",
-           "PerExampleGaussian", "PerExampleVI", "as_multivariate", "exact_elbo", "frozen", "kl_to_posterior",
+           "PerExampleFullGaussian", "PerExampleGaussian", "PerExampleVI", "as_multivariate", "exact_elbo", "frozen",
+           "kl_to_posterior",
            "mean_field_optimum", "ppca_max_likelihood", "variational_em"]

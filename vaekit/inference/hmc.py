@@ -18,7 +18,9 @@ import torch
 from torch.distributions import MultivariateNormal
 from tqdm.auto import tqdm
 
-from ..utils import check_positive_int, check_tensor
+from .objectives import check_model_data
+from ..utils import (check_data, check_finite, check_likelihood_input, check_positive_int, check_positive_number,
+                     check_tensor)
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -94,7 +96,9 @@ def sample(log_prob: LogProb, z0: torch.Tensor, n_samples: int, step_size: float
     """Run chains from ``z0`` ``[..., D]``: ``burn_in`` transitions (adapting the step size if
     ``adapt``), then ``n_samples`` kept transitions with the step size fixed."""
     check_positive_int(n_samples=n_samples, n_leapfrog=n_leapfrog)
-    if not isinstance(burn_in, int) or burn_in < 0:
+    if not isinstance(step_size, torch.Tensor):
+        check_positive_number(step_size=step_size)
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
         raise ValueError(f"burn_in must be a non-negative int, got {burn_in!r}")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
@@ -115,16 +119,20 @@ def effective_sample_size(chain: torch.Tensor) -> torch.Tensor:
     """ESS of each coordinate of a chain ``[n, ...]``: n / (1 + 2 sum_t rho_t), the sum of
     autocorrelations cut at the first pair of lags whose sum is negative (Geyer's initial
     positive sequence)."""
-    check_tensor("chain", chain, floating=True)
+    check_tensor("chain", chain, floating=True, nonempty=True)
+    check_finite("chain", chain)
     n = chain.shape[0]
     x = chain - chain.mean(0)
+    # a chain that never moved (or moves by rounding error) has no autocorrelation to speak of:
+    # its variance is 0 and the ratio below would be 0/0 (NaN) or n * 1e12; its ESS is 1
+    still = x.abs().amax(0) <= 64 * torch.finfo(chain.dtype).eps * chain.abs().amax(0)  # (...,) rounding only
     f = torch.fft.rfft(x, n=2 * n, dim=0)
     acov = torch.fft.irfft(f * f.conj(), n=2 * n, dim=0)[:n] / n  # (n, ...)
     rho = acov / acov[0].clamp_min(1e-300)
     pairs = rho[: n - n % 2].reshape(n // 2, 2, *rho.shape[1:]).sum(1)  # (n/2, ...) rho_2t + rho_2t+1
     keep = torch.cumprod((pairs > 0).to(rho.dtype), 0)  # up to the first negative pair
     tau = -1 + 2 * (pairs * keep).sum(0)  # 1 + 2 sum_{t>=1} rho_t
-    return n / tau.clamp_min(1e-12)
+    return torch.where(still, torch.ones_like(tau), n / tau.clamp_min(1e-12))
 
 
 def _chunk(x: torch.Tensor) -> int:
@@ -136,8 +144,10 @@ def sir_init(model, x: torch.Tensor, k: int = 200, chains: int = 1) -> torch.Ten
     """Starting points ``[chains, B, D]`` for chains on p(z|x): ``k`` prior draws per image,
     ``chains`` of them resampled in proportion to p(x|z) (sampling importance resampling)."""
     check_positive_int(k=k, chains=chains)
+    check_data("x", x, model)
     with torch.no_grad():
         z = model.prior.sample((k, x.shape[0]))  # (k, B, D)
+        check_likelihood_input(model.decode(z[:1, :1]), x)  # the likelihood's type: one decoder call
         logw = torch.cat([model.decode(c).log_prob(x) for c in z.split(_chunk(x))])  # (k, B)
         pick = torch.multinomial(torch.softmax(logw, 0).T, chains, replacement=True)  # (B, chains)
     return z.gather(0, pick.T.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
@@ -163,7 +173,15 @@ def log_marginal(model, x: torch.Tensor, n_samples: int = 50, burn_in: int = 30,
        log (1/K) sum_k p(x, z_k) / q(z_k) (a stochastic lower bound, as in notebook 03).
     Reliable for small latents (the paper: fewer than 5 dimensions).
     """
-    check_positive_int(n_samples=n_samples, chains=chains, k_importance=k_importance)
+    check_positive_int(n_samples=n_samples, chains=chains, k_importance=k_importance, n_leapfrog=n_leapfrog)
+    check_positive_number(step_size=step_size)
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
+        raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}")
+    check_data("x", x, model)
+    check_model_data(model, x)  # 0-255 pixels are no Bernoulli data
+    if init is not None:
+        check_tensor("init", init, ndim=3, floating=True)
+        check_finite("init", init)
     lp = log_joint(model, x)
     z0 = sir_init(model, x, chains=chains) if init is None else init
     first = sample(lp, z0, n_samples, step_size, n_leapfrog, burn_in)  # (n, chains, B, D)

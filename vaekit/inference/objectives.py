@@ -18,7 +18,8 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, kl_divergence
 
-from ..utils import check_matches, check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
+from ..utils import (check_likelihood_input, check_matches, check_positive_int, check_tensor,  # noqa: F401 (re-exported)
+                     value_checks_enabled)
 
 
 class ELBOTerms(NamedTuple):
@@ -34,20 +35,40 @@ def is_bernoulli(px) -> bool:
     return isinstance(px, (Bernoulli, ContinuousBernoulli))
 
 
-def check_likelihood_input(px, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Raise a ValueError naming ``name`` when ``px`` is a Bernoulli likelihood and ``x`` leaves [0, 1]
-    (``validate_args=False`` would score 255-valued pixels as nonsense without a word)."""
-    if value_checks_enabled() and is_bernoulli(px):
-        check_unit_interval(name, x)
-    return x
-
-
 def check_input(model, x: torch.Tensor, name: str = "x", device: bool = True) -> torch.Tensor:
     """``x`` is a floating tensor with at least one example and the model's dtype (and device)."""
     check_tensor(name, x, floating=True, nonempty=True)
     if isinstance(model, torch.nn.Module):
         check_matches(name, x, model, device=device)
     return x
+
+
+def check_model_data(model, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """:func:`check_input` (dtype; the device is left to callers that move ``x`` in batches) plus the
+    range of the model's likelihood, for functions that only encode ``x`` (active units, KL per
+    dimension, information terms): 0-255 pixels fed to a Bernoulli model's encoder mean nothing.
+    The likelihood is read from one decoder call (skipped with the value checks)."""
+    check_input(model, x, name, device=False)
+    if value_checks_enabled():
+        px = model_likelihood(model)
+        if px is not None:
+            check_likelihood_input(px, x, name)
+    return x
+
+
+@torch.no_grad()
+def model_likelihood(model):
+    """p(x|z) of ``model`` at z = 0 (one decoder call, no random numbers drawn, so checking does
+    not change a seeded run): what its data will be scored under. None where the model has no
+    ``decode`` and ``prior`` with an event shape."""
+    prior, decode = getattr(model, "prior", None), getattr(model, "decode", None)
+    shape = getattr(prior, "event_shape", None)
+    if not callable(decode) or shape is None or not isinstance(model, torch.nn.Module):
+        return None
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if ref is None:
+        return None
+    return decode(torch.zeros((1, *shape), dtype=ref.dtype, device=ref.device))
 
 
 def closed_form_kl(q, p) -> torch.Tensor | None:
@@ -194,7 +215,7 @@ def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[
         values.append(torch.stack([torch.logsumexp(lw.reshape(max(ks) // k, k, -1), 1).mean(0) - math.log(k)
                                    for k in ks]))  # (len(ks), B)
     values = torch.stack(values)  # (reps, len(ks), B)
-    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device)
+    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device, dtype=values.dtype)
     return values.mean(0), se
 
 

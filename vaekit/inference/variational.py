@@ -3,6 +3,8 @@
 * Exact quantities for Gaussian q: :func:`exact_elbo` (the ELBO in closed form, computed without
   the posterior), :func:`kl_to_posterior` (KL(q || p(z|x))), and :func:`mean_field_optimum`,
   the best diagonal Gaussian q for a Gaussian posterior.
+* Richer than diagonal: :class:`PerExampleFullGaussian`, one full-covariance q per data point
+  (a Cholesky factor), whose approximation gap vanishes on the linear Gaussian model.
 * Three ways to learn with the ELBO: one q per data point (:class:`PerExampleGaussian`) trained
   jointly with the model (black-box VI) or alternately with it (:func:`variational_em`), and an
   encoder shared by all data points (:class:`Amortized`). All training goes through
@@ -88,6 +90,41 @@ class PerExampleGaussian(nn.Module):
         if idx is None:
             return diag_gaussian(self.loc, self.log_scale.exp())
         return diag_gaussian(self.loc[idx], self.log_scale[idx].exp())
+
+
+class PerExampleFullGaussian(nn.Module):
+    """One full-covariance Gaussian q_i(z) = N(m_i, L_i L_i^T) per data point.
+
+    ``L_i`` is a Cholesky factor: lower triangular with a positive diagonal, stored as an unconstrained
+    ``[N, d, d]`` tensor whose strict lower triangle is used as it is and whose diagonal is the log of
+    ``L_i``'s diagonal (the upper triangle is ignored), so every value of the parameters gives a
+    valid covariance. It starts at N(0, I). ``q(idx)`` returns a ``MultivariateNormal`` with batch
+    ``[len(idx)]`` (all N without ``idx``) and event ``[d]``; on a Gaussian posterior (the linear
+    Gaussian model) this family contains the posterior, so the ELBO's approximation gap can close.
+    """
+
+    def __init__(self, n: int, z_dim: int, loc: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+                 device=None):
+        super().__init__()
+        check_positive_int(n=n, z_dim=z_dim)
+        if loc is not None:
+            check_tensor("loc", loc, ndim=2, floating=True)
+            if tuple(loc.shape) != (n, z_dim):
+                raise ValueError(f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}")
+            dtype, device = loc.dtype, loc.device
+        zeros = torch.zeros(n, z_dim, dtype=dtype, device=device)
+        self.loc = nn.Parameter(zeros if loc is None else loc.detach().clone())  # (N, d)
+        self.raw_tril = nn.Parameter(torch.zeros(n, z_dim, z_dim, dtype=self.loc.dtype,
+                                                 device=self.loc.device))  # (N, d, d)
+
+    def scale_tril(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The Cholesky factors ``[N, d, d]`` (or ``[len(idx), d, d]``)."""
+        raw = self.raw_tril if idx is None else self.raw_tril[idx]
+        return torch.tril(raw, -1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+
+    def forward(self, idx: torch.Tensor | None = None) -> MultivariateNormal:
+        loc = self.loc if idx is None else self.loc[idx]
+        return MultivariateNormal(loc, scale_tril=self.scale_tril(idx))
 
 
 class PerExampleVI(nn.Module):

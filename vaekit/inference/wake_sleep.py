@@ -36,18 +36,21 @@ from torch.distributions import Independent
 from tqdm.auto import tqdm
 
 from . import hmc
+from .objectives import check_model_data
 from ..distributions import bernoulli
 from ..nets import mlp
 from ..train import History, TrainState, make_optimizer
-from ..utils import check_positive_int, check_tensor
+from ..utils import (check_data, check_likelihood_input, check_positive_int, check_positive_number, check_tensor,
+                     input_checks, value_checks_enabled)
 
 
 def wake_theta_loss(model, x: torch.Tensor) -> torch.Tensor:
     """-log p_θ(x, z) ``[B]`` with z ~ q(z|x) drawn without gradient: only θ is trained by it."""
-    check_tensor("x", x, floating=True)
+    check_data("x", x, model)
     with torch.no_grad():
         z = model.encode(x).sample()  # (B, D)
-    return -(model.decode(z).log_prob(x) + model.prior.log_prob(z))
+    px = model.decode(z)
+    return -(px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z))
 
 
 def dream(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,12 +79,13 @@ def rws_loss(model, x: torch.Tensor, k: int = 5, sleep: bool = False) -> dict[st
     The surrogate -Σ_i w̃_i [log p(x, z_i) + log q(z_i|x)] with the weights and z held fixed
     has gradient -Σ_i w̃_i ∇_θ log p(x, z_i) in θ and -Σ_i w̃_i ∇_φ log q(z_i|x) in φ.
     """
-    check_tensor("x", x, floating=True)
+    check_data("x", x, model)
     check_positive_int(k=k)
     q = model.encode(x)
     with torch.no_grad():
         z = q.sample((k,))  # (k, B, D)
-    log_joint = model.decode(z).log_prob(x) + model.prior.log_prob(z)  # (k, B)
+    px = model.decode(z)
+    log_joint = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z)  # (k, B)
     log_q = q.log_prob(z)  # (k, B)
     w = torch.softmax((log_joint - log_q).detach(), 0)  # (k, B) normalised weights
     loss = -(w * (log_joint + log_q)).sum(0)
@@ -97,10 +101,11 @@ def rws_loss(model, x: torch.Tensor, k: int = 5, sleep: bool = False) -> dict[st
 def sampled_log_weights(model, x: torch.Tensor, k: int) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) ``[k, B]`` for z_i ~ q(z|x) by ``sample`` (discrete latents too):
     their mean over k is the ELBO, their log-mean-exp L_k (notebook 07)."""
-    check_tensor("x", x, floating=True)
+    check_data("x", x, model)
     check_positive_int(k=k)
     q = model.encode(x)
     z = q.sample((k,))  # (k, B, D)
+    check_likelihood_input(model.decode(z[:1, :1]), x)
     chunk = max(1, 2**20 // max(1, x[0].numel() * x.shape[0]))  # decoder outputs per call stay cache-sized
     log_px = torch.cat([model.decode(c).log_prob(x) for c in z.split(chunk)])  # (k, B)
     return log_px + model.prior.log_prob(z) - q.log_prob(z)
@@ -182,7 +187,10 @@ class EvaluateAt:
 
 def mcem_m_loss(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The M-step loss -log p_θ(x, z) ``[B]`` at sampled latents z ``[..., B, D]`` (mean over samples)."""
-    lp = model.decode(z).log_prob(x) + model.prior.log_prob(z)
+    check_data("x", x, model)
+    check_tensor("z", z, floating=True)
+    px = model.decode(z)
+    lp = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z)
     return -(lp.mean(0) if lp.dim() > 1 else lp)
 
 
@@ -192,6 +200,7 @@ class MCEMChains:
     def __init__(self, model, n: int, step_size: float = 0.05, n_leapfrog: int = 10, target_accept: float = 0.9,
                  adapt_rate: float = 0.3):
         check_positive_int(n=n, n_leapfrog=n_leapfrog)
+        check_positive_number(step_size=step_size)
         with torch.no_grad():
             self.z = model.prior.sample((n,))  # (N, D)
         self.step_size = torch.full((n,), float(step_size), dtype=self.z.dtype, device=self.z.device)
@@ -216,10 +225,15 @@ def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: floa
     moves its chains by ``transitions`` HMC transitions of ``n_leapfrog`` leapfrog steps, then
     takes ``m_steps`` Adam steps on -log p_θ(x, z). ``state.step`` (what callbacks see) counts
     E-steps, so ``step * batch_size`` is the number of training images evaluated."""
-    check_positive_int(steps=steps, batch_size=batch_size, m_steps=m_steps)
-    check_tensor("x", x, floating=True)
+    check_positive_int(steps=steps, batch_size=batch_size, m_steps=m_steps, n_leapfrog=n_leapfrog,
+                       transitions=transitions)
+    check_positive_number(lr=lr)
     device = next(model.parameters()).device
+    check_data("x", x)
     x = x.to(device)
+    check_data("x", x, model)  # the model's dtype (the device is the model's now)
+    if transform is None:  # every image, once (else the first transformed batch is checked)
+        check_model_data(model, x)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     chains = MCEMChains(model, x.shape[0], n_leapfrog=n_leapfrog)
@@ -227,20 +241,22 @@ def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: floa
     state = TrainState(model, opt, history=History())
     batch_size, t0, losses = min(batch_size, x.shape[0]), time.perf_counter(), []
     model.train()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        idx = torch.randperm(x.shape[0], generator=g)[:batch_size].to(device)
-        xb = x[idx] if transform is None else transform(x[idx])
-        z = chains.e_step(model, xb, idx, transitions)
-        for _ in range(m_steps):
-            loss = mcem_m_loss(model, xb, z).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        losses.append(loss.detach())
-        state.step += 1
-        for cb in callbacks:
-            if hasattr(cb, "on_step"):
-                cb.on_step(state)
+    first = value_checks_enabled()
+    for i in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        with input_checks(first and i == 0):  # values checked on the first batch, then skipped (a host sync each)
+            idx = torch.randperm(x.shape[0], generator=g)[:batch_size].to(device)
+            xb = x[idx] if transform is None else transform(x[idx])
+            z = chains.e_step(model, xb, idx, transitions)
+            for _ in range(m_steps):
+                loss = mcem_m_loss(model, xb, z).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            losses.append(loss.detach())
+            state.step += 1
+            for cb in callbacks:
+                if hasattr(cb, "on_step"):
+                    cb.on_step(state)
     state.history.records.append({"step": state.step, "seconds": time.perf_counter() - t0,
                                   "loss": float(torch.stack(losses).mean()),
                                   "accept_rate": float(chains.accept.mean())})

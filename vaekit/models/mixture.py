@@ -237,7 +237,7 @@ def match_components(model: GaussianMixture, means: torch.Tensor) -> list[int]:
     return list(best)
 
 
-def brute_force_log_marginal(means, covariances, weights, x) -> "np.ndarray":
+def brute_force_log_marginal(means, covariances, weights, x) -> "np.ndarray":  # noqa: F821  (numpy is imported inside)
     """log sum_k pi_k N(x; mu_k, Sigma_k) with every Gaussian density written out in NumPy float64,
     ``[N]`` nats for ``x [N, D]``: an evaluation independent of ``torch.distributions``, to check it.
 

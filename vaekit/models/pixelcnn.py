@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import module_device
-from ..utils import check_positive_int, check_tensor
+from ..utils import check_positive_int, check_positive_number, check_tensor
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -40,6 +40,7 @@ class MaskedConv2d(nn.Conv2d):
 
 def vertical_mask(k: int, include_center_row: bool, device=None) -> torch.Tensor:
     """``[k, k]`` mask keeping the rows above the centre (and the centre row if asked), all columns."""
+    check_positive_int(k=k)
     m = torch.zeros(k, k, device=device)
     m[:k // 2 + (1 if include_center_row else 0)] = 1
     return m
@@ -47,6 +48,7 @@ def vertical_mask(k: int, include_center_row: bool, device=None) -> torch.Tensor
 
 def horizontal_mask(k: int, include_center: bool, device=None) -> torch.Tensor:
     """``[1, k]`` mask keeping the positions left of the centre (and the centre if asked)."""
+    check_positive_int(k=k)
     m = torch.zeros(1, k, device=device)
     m[0, :k // 2 + (1 if include_center else 0)] = 1
     return m
@@ -112,6 +114,8 @@ class PixelCNN(nn.Module):
 
     def _check(self, indices: torch.Tensor) -> None:
         check_tensor("indices", indices, ndim=3, integer=True, min_value=0, max_value=self.num_codes - 1)
+        if indices.device != self.device:
+            raise ValueError(f"indices is on {indices.device} but the model is on {self.device}: move one to the other")
 
     def logits(self, indices: torch.Tensor) -> torch.Tensor:
         """Logits of p(z_ij | z_<ij) for every position: ``[B, H, W]`` -> ``[B, K, H, W]``."""
@@ -135,8 +139,7 @@ class PixelCNN(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` code grids ``[n, H, W]`` drawn position by position in raster order."""
         check_positive_int(n=n)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        check_positive_number(temperature=temperature)
         h, w = self.grid if grid is None else grid
         was_training = self.training
         self.eval()

@@ -39,6 +39,9 @@ class MixturePrior(nn.Module):
     def __init__(self, dim: int, components: int = 10, spread: float = 1.0, scale: float = 1.0, seed: int = 0):
         super().__init__()
         check_positive_int(dim=dim, components=components)
+        for name, v in (("spread", spread), ("scale", scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
         if not spread >= 0 or not scale > 0:
             raise ValueError(f"spread must be >= 0 and scale > 0, got spread={spread!r}, scale={scale!r}")
         g = torch.Generator().manual_seed(seed)
@@ -81,7 +84,9 @@ class VampPrior(nn.Module):
         if tuple(init.shape) != (n_pseudo, *x_shape):
             raise ValueError(f"init must have shape [n_pseudo, *x_shape] = {[n_pseudo, *x_shape]}, got {list(init.shape)}")
         self.encoder, self.x_shape = encoder, x_shape
-        self.pseudo_logits = nn.Parameter(torch.logit(init.detach().clamp(0.01, 0.99)).to(_param_dtype(encoder)))
+        ref = next((p for p in encoder.parameters() if p.is_floating_point()), None)  # the encoder's device and dtype
+        self.pseudo_logits = nn.Parameter(torch.logit(init.detach().clamp(0.01, 0.99)).to(
+            dtype=_param_dtype(encoder), device=init.device if ref is None else ref.device))
 
     @property
     def n_pseudo(self) -> int:

@@ -36,7 +36,8 @@ from ..device import module_device
 from ..distributions import StandardNormal, diag_gaussian
 from ..nets import Decoder, _activation, mlp
 from ..train import fit
-from ..utils import check_positive_int, check_tensor
+from ..utils import (check_data, check_labels, check_likelihood_input, check_positive_int, check_positive_number,
+                     check_tensor)
 
 
 class Classifier(nn.Module):
@@ -49,7 +50,7 @@ class Classifier(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(x_shape), *hidden, num_classes], activation))
 
     def forward(self, x: torch.Tensor) -> Categorical:
-        _check_x(x, self.x_shape)
+        _check_x(x, self.x_shape, self)
         return Categorical(logits=self.net(x), validate_args=False)
 
 
@@ -110,7 +111,7 @@ class M2(nn.Module):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor):
         """q(z|x, y) for labels ``y`` ``[B]`` (int64), or one-hot rows ``[..., B, K]`` (float)."""
-        _check_x(x, self.x_shape)
+        _check_x(x, self.x_shape, self)
         return self.encoder(x, y if y.is_floating_point() else self.onehot(y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor):
@@ -162,8 +163,8 @@ class FeatureDecoder(nn.Module):
         return diag_gaussian(mu, self.log_sigma.exp().expand_as(mu))
 
 
-def _check_x(x, x_shape) -> None:
-    check_tensor("x", x, floating=True)
+def _check_x(x, x_shape, model=None) -> None:
+    check_data("x", x, model)
     if tuple(x.shape[1:]) != tuple(x_shape):
         raise ValueError(f"x must have shape [B, {', '.join(map(str, x_shape))}], got {tuple(x.shape)}")
 
@@ -178,7 +179,8 @@ def _bound(model: M2, x: torch.Tensor, y1: torch.Tensor, k: int, eps: torch.Tens
         if tuple(eps.shape) != (k, *q.batch_shape, model.latent_dim):
             raise ValueError(f"eps must have shape {[k, *q.batch_shape, model.latent_dim]}, got {list(eps.shape)}")
         z = q.mean + q.stddev * eps
-    log_px = model.decode(z, y1).log_prob(x)  # (k, ..., B)
+    px = model.decode(z, y1)
+    log_px = px.log_prob(check_likelihood_input(px, x))  # (k, ..., B)
     if analytic_kl:
         return log_px.mean(0) + model.log_py - kl_divergence(q, model.prior)
     return (log_px + model.prior.log_prob(z) - q.log_prob(z)).mean(0) + model.log_py
@@ -191,9 +193,8 @@ def labelled_bound(model: M2, x: torch.Tensor, y: torch.Tensor, k: int = 1, eps:
     ``analytic_kl``: the KL to p(z) in closed form (estimator B); else log p(z) - log q(z|x, y) on
     the same samples (estimator A, exact with one sample when q is the true posterior)."""
     check_positive_int(k=k)
-    _check_x(x, model.x_shape)
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"y must have shape [B] = [{x.shape[0]}], got {list(y.shape)}")
+    _check_x(x, model.x_shape, model)
+    check_labels("y", y, model.num_classes, n=x.shape[0])
     return _bound(model, x, model.onehot(y), k, eps, analytic_kl)
 
 
@@ -201,7 +202,7 @@ def class_bounds(model: M2, x: torch.Tensor, k: int = 1, eps: torch.Tensor | Non
                  analytic_kl: bool = True) -> torch.Tensor:
     """L(x, y) for every class y at once, ``[B, K]``: one pass over ``[K, B]`` rows (``eps``: ``[k, K, B, D]``)."""
     check_positive_int(k=k)
-    _check_x(x, model.x_shape)
+    _check_x(x, model.x_shape, model)
     eye = torch.eye(model.num_classes, dtype=model.prior_net.loc.dtype, device=x.device)[:, None, :]  # (K, 1, K)
     return _bound(model, x, eye, k, eps, analytic_kl).T  # (K, B) -> (B, K)
 
@@ -228,11 +229,12 @@ def log_marginal(model: M2, x: torch.Tensor, k: int = 1000) -> torch.Tensor:
     log p(x|y) ~= log (1/k) sum_i p(x|y, z_i) p(z_i) / q(z_i|x, y) with z_i ~ q(z|x, y). Its
     expectation is a lower bound that tightens to log p(x) as ``k`` grows."""
     check_positive_int(k=k)
-    _check_x(x, model.x_shape)
+    _check_x(x, model.x_shape, model)
     eye = torch.eye(model.num_classes, dtype=model.prior_net.loc.dtype, device=x.device)[:, None, :]  # (K, 1, K)
     q = model.encode(x, eye)  # batch (K, B)
     z = q.sample((k,))  # (k, K, B, D)
-    lw = model.decode(z, eye).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)  # (k, K, B)
+    px = model.decode(z, eye)
+    lw = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z) - q.log_prob(z)  # (k, K, B)
     log_px_given_y = torch.logsumexp(lw, 0) - math.log(k)  # (K, B)
     return torch.logsumexp(log_px_given_y + model.log_py, 0)
 
@@ -343,10 +345,12 @@ class ClassDecoder(nn.Module):
 @torch.no_grad()
 def analogies(model: M2, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Kingma et al.'s Fig. 1: fix each image's style z = E[q(z|x, y)] and decode it with every
-    class. Returns the means E[x|y', z], ``[N, K, *x_shape]`` on the CPU; row i, column y'."""
+    class. Returns the means E[x|y', z], ``[N, K, *x_shape]`` on the CPU in x's dtype; row i, column y'."""
+    check_data("x", x, model)
+    check_labels("y", y, model.num_classes, n=x.shape[0])
     z = model.encode(x, y).mean  # (N, D)
     labels = torch.arange(model.num_classes, device=z.device)[:, None].expand(-1, z.shape[0])  # (K, N)
-    return model.decode(z.expand(model.num_classes, *z.shape), labels).mean.transpose(0, 1).float().cpu()
+    return model.decode(z.expand(model.num_classes, *z.shape), labels).mean.transpose(0, 1).cpu()
 
 
 class BestOnValidation:
@@ -385,6 +389,15 @@ def fit_m2(model: M2, x_labelled: torch.Tensor, y_labelled: torch.Tensor, x_unla
     scoring ``classify(model)`` on the validation digits every ``every`` steps and at the end, and
     leave ``model`` at its lowest validation error (early stopping on validation digits). Returns the
     :class:`BestOnValidation` log (``steps``, ``errors``, ``best_step``, ``best_error``)."""
+    check_positive_int(steps=steps, every=every, batch_size=batch_size)
+    check_positive_number(lr=lr)
+    alpha = alpha_per_digit
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
+        raise ValueError(f"alpha_per_digit must be a number >= 0, got {alpha_per_digit!r}")
+    for name, x in (("x_labelled", x_labelled), ("x_unlabelled", x_unlabelled), ("x_val", x_val)):
+        check_data(name, x, shape=model.x_shape)
+    check_labels("y_labelled", y_labelled, model.num_classes, n=x_labelled.shape[0])
+    check_labels("y_val", y_val, model.num_classes, n=x_val.shape[0])
     if device is not None:
         model.to(device)
     dev = module_device(model)
@@ -402,12 +415,16 @@ def fit_m2(model: M2, x_labelled: torch.Tensor, y_labelled: torch.Tensor, x_unla
 @torch.no_grad()
 def predict(classifier, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The most probable class under ``classifier(x)`` (a ``Categorical``; M2's ``classify``), ``[N]`` int64."""
+    check_positive_int(batch_size=batch_size)
+    check_tensor("x", x, floating=True, nonempty=True)
     device = module_device(classifier)
     return torch.cat([classifier(x[i:i + batch_size].to(device)).logits.argmax(-1) for i in range(0, x.shape[0], batch_size)])
 
 
 def error_rate(classifier, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of ``x`` that ``classifier`` (x -> Categorical) labels wrongly."""
+    check_tensor("x", x, floating=True, nonempty=True)
+    check_labels("y", y, n=x.shape[0])  # [N, 1] against [N] would broadcast to an [N, N] comparison
     return float((predict(classifier, x).cpu() != y.cpu()).double().mean())
 
 
@@ -415,6 +432,7 @@ def balanced_labels(y: torch.Tensor, per_class: int, generator: torch.Generator 
                     exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of ``per_class`` random examples of every class in ``y`` ``[N]`` (none from ``exclude``)."""
     check_positive_int(per_class=per_class)
+    check_labels("y", y)
     allowed = torch.ones_like(y, dtype=torch.bool)
     if exclude is not None:
         allowed[exclude] = False
@@ -438,6 +456,12 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val:
                    progress: bool = False) -> tuple[Classifier, dict[float, float]]:
     """Train a :class:`Classifier` on (x, y) with Adam for ``steps`` steps, once per weight decay;
     return the one with the lowest error on the validation set and {weight decay: validation error}."""
+    check_positive_int(steps=steps, batch_size=batch_size, num_classes=num_classes)
+    check_positive_number(lr=lr)
+    check_data("x", x)
+    check_data("x_val", x_val, shape=tuple(x.shape[1:]))
+    check_labels("y", y, num_classes, n=x.shape[0])  # a label of 3.7 is refused, not truncated to 3
+    check_labels("y_val", y_val, num_classes, n=x_val.shape[0])
     errors, models = {}, {}
     for wd in weight_decays:
         torch.manual_seed(seed)
@@ -452,5 +476,8 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val:
 def paired_error_difference(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Error of ``a`` minus error of ``b`` on the same examples and its paired standard error
     (the standard error of the mean of the per-example differences of the 0/1 errors)."""
+    check_labels("y", y)
+    check_labels("pred_a", pred_a, n=y.shape[0])
+    check_labels("pred_b", pred_b, n=y.shape[0])
     d = (pred_a.cpu() != y.cpu()).double() - (pred_b.cpu() != y.cpu()).double()  # (N,) in {-1, 0, 1}
     return float(d.mean()), float(d.std() / math.sqrt(d.numel()))

@@ -22,7 +22,7 @@ from torch import nn
 from ..device import module_device
 from ..distributions import bernoulli
 from ..nets import conv_trunk, deconv_trunk
-from ..utils import check_positive_int, check_tensor
+from ..utils import check_data, check_likelihood_input, check_positive_int, check_tensor
 from .vq import VectorQuantizer, VQOutput, codebook_usage, perplexity_of_counts
 
 
@@ -51,9 +51,7 @@ class VQVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output z_e(x), ``[B, D, 7, 7]``."""
-        check_tensor("x", x, ndim=4, floating=True)
-        if tuple(x.shape[1:]) != self.x_shape:
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.x_shape))}], got {tuple(x.shape)}")
+        check_data("x", x, self, ndim=4, shape=self.x_shape)
         return self.encoder(x)
 
     def quantize(self, z_e: torch.Tensor) -> VQOutput:
@@ -75,6 +73,8 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def codes(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Code grid of every image, ``[N, 7, 7]`` int64 on the model's device (eval mode: no codebook updates)."""
+        check_positive_int(batch_size=batch_size)
+        check_data("x", x, ndim=4, shape=self.x_shape)
         was_training, dev = self.training, self.device
         self.eval()
         try:
@@ -99,11 +99,14 @@ class VQVAE(nn.Module):
 
         The sum over code grids p(x) = sum_z p(x|z) p(z) is at least its term at z = z_q(x).
         """
+        check_positive_int(batch_size=batch_size)
+        check_data("x", x, ndim=4, shape=self.x_shape)
         dev, out = self.device, []
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(dev)
             idx = self.codes(xb)
-            out.append(-self.decode_indices(idx).log_prob(xb) - prior.log_prob(idx))
+            px = self.decode_indices(idx)
+            out.append(-px.log_prob(check_likelihood_input(px, xb)) - prior.log_prob(idx))
         return torch.cat(out)
 
 
@@ -114,7 +117,7 @@ def objective(model: VQVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     ``codebook``, ``commitment`` (per example) and the batch ``perplexity``.
     """
     px, vq = model(x)
-    rec = -px.log_prob(x)  # (B,)
+    rec = -px.log_prob(check_likelihood_input(px, x))  # (B,): pixels in [0, 1], not 0-255
     return {"loss": rec + vq.loss, "reconstruction": rec, "codebook": vq.codebook_loss,
             "commitment": vq.commitment_loss, "perplexity": vq.perplexity}
 

@@ -23,8 +23,15 @@ have it. ``--smoke`` (or ``VAEKIT_SMOKE=1``) turns on a notebook's smoke setting
 the values they set; a ``-p`` value that the smoke settings would replace is an error (the notebook
 stops at once with a message naming the parameter), never silently ignored.
 
-Exit status: 0 all ran, 1 a notebook failed, 2 bad usage (option values, unknown parameter,
-unusable output folder, runner not installed), 130 interrupted.
+One run at a time writes into an output folder: ``vaekit run`` locks it (:class:`FolderLock`), and a
+second run into it waits ``--wait`` seconds, then is refused. Two notebooks with the same file name
+are refused (their results would overwrite each other), and so is a ``metrics.json`` that
+``vaekit run`` did not write. Results are written to temporary files and renamed into place only
+when all of them are written, so a full disk or a read-only folder ends the run with one line and
+leaves the folder's earlier results and no half-written file.
+
+Exit status: 0 all ran, 1 a notebook failed or its results could not be written, 2 bad usage
+(option values, unknown parameter, unusable or busy output folder, runner not installed), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -37,11 +44,13 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from .recorder import ENV_VAR as METRICS_ENV, write_json_atomic
+from .recorder import ENV_VAR as METRICS_ENV
 from ..figures.plots import STATIC_ENV
+from ..utils import atomic_write
 
 RUNNER_MODULES = ("papermill", "nbformat", "ipykernel")
 RUNNER_HINT = "pip install 'vaekit[notebooks]'"
@@ -96,7 +105,15 @@ def resolve(names: list[str], notebook_dir: Path) -> list[Path]:
             listing = ", ".join(p.stem for p in available) or "none"
             raise UsageError(f"no single notebook matches {name!r} (available: {listing})")
         chosen.append(matches[0])
-    return sorted(set(chosen), key=lambda p: (p.name, str(p)))
+    chosen = sorted(set(chosen), key=lambda p: (p.name, str(p)))
+    by_name: dict[str, list[Path]] = {}
+    for p in chosen:
+        by_name.setdefault(p.name, []).append(p)
+    clash = [paths for paths in by_name.values() if len(paths) > 1]
+    if clash:  # their results would land on the same NN_name.ipynb and metrics entry
+        raise UsageError(f"two notebooks named {clash[0][0].name} ({', '.join(map(str, clash[0]))}): their results "
+                         "would overwrite each other in one --out folder; run them into different folders")
+    return chosen
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -399,18 +416,132 @@ def check_out_folder(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    existing = out / "metrics.json"
-    if existing.exists():
+    check_metrics_file(out)
+
+
+METRICS_MARK = ("written_by", "vaekit run")  # the key and value every metrics.json vaekit writes carries
+
+
+def _is_vaekit_metrics(data) -> bool:
+    """A metrics.json that ``vaekit run`` wrote: it carries :data:`METRICS_MARK`, or (written by an
+    earlier version) holds only ``notebooks`` (and ``parameters``), each entry with a ``_status``."""
+    if not isinstance(data, dict) or not isinstance(data.get("notebooks"), dict):
+        return False
+    if data.get(METRICS_MARK[0]) == METRICS_MARK[1]:
+        return True
+    return (set(data) <= {"notebooks", "parameters"} and bool(data["notebooks"])
+            and all(isinstance(e, dict) and "_status" in e for e in data["notebooks"].values()))
+
+
+def check_metrics_file(out: Path) -> None:
+    """Raise :class:`UsageError` when ``out/metrics.json`` exists and is not one ``vaekit run`` wrote
+    (another tool's file is never merged into and rewritten)."""
+    existing = Path(out) / "metrics.json"
+    if not (existing.exists() or existing.is_symlink()):
+        return
+    try:
+        data = _read_json(existing)
+    except (ValueError, OSError):
+        data = None
+    if not _is_vaekit_metrics(data):
+        raise UsageError(f"--out {out}: its metrics.json is not a vaekit metrics file (not written by vaekit run); "
+                         "move it away or choose another folder")
+
+
+LOCK_NAME = ".vaekit-run.lock"
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held while ``vaekit run`` writes there.
+
+    The lock is ``fcntl.flock`` on ``.vaekit-run.lock`` in the folder (which holds the owner's pid,
+    for the message): the kernel drops it when its process dies, however it dies, so a stale lock
+    file left by a killed run is simply locked again. Where ``fcntl`` is missing (Windows) the file
+    is created exclusively and a file whose pid is no longer running is taken over."""
+
+    def __init__(self, folder: Path, wait: float = 0.0):
+        self.folder, self.path, self.wait, self.fd = Path(folder), Path(folder) / LOCK_NAME, float(wait), None
+
+    def _holder(self) -> str:
         try:
-            data = _read_json(existing)
-            assert isinstance(data, dict) and isinstance(data.get("notebooks", {}), dict)
-        except (ValueError, AssertionError, OSError):
-            raise UsageError(f"--out {out}: its metrics.json is not a vaekit metrics file; move it away or choose another folder") from None
+            pid = self.path.read_text().strip()
+        except OSError:
+            pid = ""
+        return f" (pid {pid})" if pid.isdigit() else ""
+
+    def _refuse(self):
+        raise UsageError(f"--out {self.folder}: another vaekit run{self._holder()} is writing there; wait for it to "
+                         "finish (or pass --wait SECONDS) or choose another folder")
+
+    def _try_once(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        if fcntl is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder and not _pid_alive(int(holder.split()[-1].rstrip(")"))):
+                    self.path.unlink(missing_ok=True)  # its owner is gone: a stale lock
+                return False
+            self.fd = fd
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        try:  # the file we locked may have been removed by its last owner meanwhile: lock the one there now
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.wait
+        while not self._try_once():
+            if time.monotonic() >= deadline:
+                self._refuse()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())) or 0.01)
+        try:  # the pid is only for the message: a full disk must not stop the run here
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # before closing: nobody can lock this inode in between
+            os.close(self.fd)
+            self.fd = None
+        return False
 
 
-def _merge_metrics(out: Path, stem: str, entry: dict) -> None:
-    """Put one notebook's entry into ``out/metrics.json``, keeping every other entry (read afresh,
-    so runs into the same folder one after another add up)."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class WriteFailure(OSError):
+    """Results could not be written (full disk, read-only folder, a file in the way): one line, exit 1."""
+
+
+def _merge_metrics(out: Path, stem: str, entry: dict) -> dict:
+    """``out/metrics.json`` with one notebook's entry put in, keeping every other entry (read afresh,
+    so runs into the same folder one after another add up); the caller writes it."""
     path = out / "metrics.json"
     data = _read_json(path) if path.exists() else {}
     notebooks = data.get("notebooks", {})
@@ -420,8 +551,9 @@ def _merge_metrics(out: Path, stem: str, entry: dict) -> None:
         if last:
             entry["_last_complete"] = {k: v for k, v in last.items() if k != "_last_complete"}
     notebooks[stem] = entry
-    data = {**{k: v for k, v in data.items() if k != "parameters"}, "notebooks": dict(sorted(notebooks.items()))}
-    write_json_atomic(path, data)
+    data = {**{k: v for k, v in data.items() if k != "parameters"}, "notebooks": dict(sorted(notebooks.items())),
+            METRICS_MARK[0]: METRICS_MARK[1]}
+    return data
 
 
 def _smoke_env() -> bool:
@@ -450,18 +582,83 @@ class _SigintDeferred:
         return False
 
 
+def _write_failure(err: BaseException, where, note: str = "") -> "WriteFailure":
+    """A one-line :class:`WriteFailure` for an OSError met while writing ``where``."""
+    what = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    name = getattr(err, "filename", None) or where
+    return WriteFailure(getattr(err, "errno", None) or 0, f"cannot write {name}: {what}{note}".replace("\n", " "))
+
+
+def _is_write_error(err) -> bool:
+    """An OSError from writing a file (a full disk, a read-only folder, a file in the way), as
+    opposed to a cell timeout (TimeoutError, no errno) or the notebook's own failure."""
+    return isinstance(err, OSError) and not isinstance(err, TimeoutError) and getattr(err, "errno", None) is not None
+
+
+def _commit_files(files: list[tuple[Path, bytes]]) -> None:
+    """Write each ``(path, content)`` to a temporary file beside it, then rename them all into place.
+    If any write fails (a full disk, a read-only folder, a file or folder in the way) every temporary
+    file is removed, no target has been touched, and a one-line :class:`WriteFailure` is raised."""
+    from ..utils import _umask
+
+    staged: list[tuple[str, Path]] = []
+    path = None
+    try:
+        for path, _ in files:  # a folder where a file goes would fail half-way through the renames
+            if path.is_dir():
+                raise IsADirectoryError(21, "a folder is in the way", str(path))
+        for path, content in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())  # a full disk shows here at the latest, not after the rename
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except OSError as err:
+        raise _write_failure(err, path) from None
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _notebook_bytes(nb) -> bytes:
+    """The bytes ``nbformat.write`` would write (it ends the file with a newline)."""
+    import nbformat
+
+    text = nbformat.writes(nb)
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
+def _read_notebook(path: Path):
+    """The notebook papermill wrote, or None where it is missing or unreadable (cut short)."""
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static_figures: bool,
-             timeout, cwd: Path) -> tuple[dict, str | None, bool]:
-    """Execute one notebook; return (its metrics.json entry, failure message or None, interrupted)."""
+             timeout, cwd: Path, work: Path) -> tuple[dict, str | None, bool]:
+    """Execute one notebook; return (its metrics.json entry, failure message or None, interrupted).
+    ``work``: this run's folder for temporary files (inside ``out``). Raises :class:`WriteFailure`
+    when the results cannot be written; the folder's earlier results are then left as they were."""
     import nbformat
     import papermill as pm
 
     stem = nb_path.stem
-    work = out / ".running"
-    work.mkdir(exist_ok=True)
     tmp_nb, tmp_metrics, tmp_params = (work / f"{stem}.ipynb", work / f"{stem}.metrics.json", work / f"{stem}.parameters.json")
-    for f in (tmp_nb, tmp_metrics, tmp_params):
-        f.unlink(missing_ok=True)
+
+    def remove_temporaries():
+        for f in (tmp_nb, tmp_metrics, tmp_params):
+            f.unlink(missing_ok=True)
+
+    remove_temporaries()
     run_params = dict(params, **({"smoke": True} if smoke else {}))
     names = notebook_parameters(nb_path)
     source = nbformat.read(nb_path, as_version=4)
@@ -476,31 +673,38 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
                             progress_bar=False, cwd=str(cwd), execution_timeout=timeout)
     except KeyboardInterrupt as err:
         error, interrupted = err, True
-    except Exception as err:  # papermill's execution error, a dead kernel, a cell timeout
+    except Exception as err:  # papermill's execution error, a dead kernel, a cell timeout, a failed write
         error = err
         interrupted = getattr(err, "ename", None) == "KeyboardInterrupt"  # Ctrl-C reached the kernel too
     seconds = round(time.perf_counter() - t0, 1)
+    if _is_write_error(error):  # papermill could not write the executed copy: nothing is recorded
+        remove_temporaries()
+        raise _write_failure(error, tmp_nb) from None
     with _SigintDeferred():
         status = "interrupted" if interrupted else "failed" if error is not None else "ok"
-        recorded = _read_json(tmp_metrics) if tmp_metrics.exists() else {}
+        try:
+            recorded = _read_json(tmp_metrics) if tmp_metrics.exists() else {}
+        except (OSError, ValueError):
+            recorded = {}
         entry = {**recorded, "_status": status, "_seconds": seconds, "_finished": _now(), "_requested": run_params}
-        if tmp_params.exists():
+        try:
             entry["_parameters"] = _read_json(tmp_params)
+        except (OSError, ValueError):
+            pass
         entry["_smoke"] = bool(entry.get("_parameters", {}).get("smoke", smoke or _smoke_env()))
         if _smoke_env():
             entry["_environment"] = {"VAEKIT_SMOKE": os.environ["VAEKIT_SMOKE"]}
-        executed = nbformat.read(tmp_nb, as_version=4) if tmp_nb.exists() else None
-        message = None
+        executed = _read_notebook(tmp_nb)
+        message, files = None, []
         if status == "ok":
-            target = out / nb_path.name
+            if executed is None:
+                remove_temporaries()
+                raise WriteFailure(0, f"cannot read back the executed notebook {tmp_nb} (cut short?)")
             clean_notebook(executed)
             if static_figures:
                 _shrink_pngs(executed)
-            _write_notebook(executed, tmp_nb)
-            os.replace(tmp_nb, target)
-            (out / "metrics").mkdir(exist_ok=True)
-            write_json_atomic(out / "metrics" / f"{stem}.json", recorded)
-            (out / "incomplete" / nb_path.name).unlink(missing_ok=True)
+            files += [(out / nb_path.name, _notebook_bytes(executed)),
+                      (out / "metrics" / f"{stem}.json", json.dumps(recorded, indent=2, sort_keys=True).encode())]
             entry["_notebook"] = nb_path.name
         else:
             entry["_error"] = "KeyboardInterrupt" if interrupted else _error_text(error)
@@ -510,32 +714,34 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
                        if interrupted else describe_failure(nb_path, error, cell))
             if executed is not None:
                 target = out / "incomplete" / nb_path.name
-                target.parent.mkdir(exist_ok=True)
                 clean_notebook(executed)
-                _write_notebook(executed, target)
-                tmp_nb.unlink(missing_ok=True)
+                files.append((target, _notebook_bytes(executed)))
                 entry["_notebook"] = f"incomplete/{nb_path.name}"
                 message += f"\n    incomplete notebook: {target}"
             if (out / nb_path.name).exists():
                 message += f"\n    the last complete run is kept: {out / nb_path.name}"
-        _merge_metrics(out, stem, entry)
-        for f in (tmp_metrics, tmp_params):
-            f.unlink(missing_ok=True)
         try:
-            work.rmdir()
-        except OSError:
-            pass
+            data = _merge_metrics(out, stem, entry)
+            files.append((out / "metrics.json", json.dumps(data, indent=2, sort_keys=True).encode()))
+            _commit_files(files)
+        finally:
+            remove_temporaries()
+        if status == "ok":
+            (out / "incomplete" / nb_path.name).unlink(missing_ok=True)
     return entry, message, interrupted
 
 
 def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False, kernel: str | None = None,
         keep_going: bool = False, static_figures: bool = False, timeout: int | None = None,
-        progress: bool = True, cwd: Path | None = None) -> tuple[dict, list[str]]:
+        progress: bool = True, cwd: Path | None = None, wait: float = 0.0) -> tuple[dict, list[str]]:
     """Execute ``notebooks`` into ``out``; return (this run's metrics by notebook, failure messages).
 
     Parameters are checked first (:func:`split_parameters`), the folder second
-    (:func:`check_out_folder`); both raise :class:`UsageError`. An interruption (Ctrl-C) stops the
-    run after recording the notebook as interrupted and raises :class:`Interrupted`."""
+    (:func:`check_out_folder`); both raise :class:`UsageError`. The folder is locked for the run
+    (:class:`FolderLock`): a second run into it waits up to ``wait`` seconds, then is refused with
+    a :class:`UsageError`. A failure to write the results raises :class:`WriteFailure` (the folder
+    keeps what it held). An interruption (Ctrl-C) stops the run after recording the notebook as
+    interrupted and raises :class:`Interrupted`."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -544,30 +750,39 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
     metrics: dict = {}
     failures: list[str] = []
     saved_env = {k: os.environ.get(k) for k in (METRICS_ENV, STATIC_ENV)}
-    bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
-    try:
-        for nb_path in bar:
-            bar.set_postfix_str(nb_path.stem)
-            entry, message, interrupted = _run_one(nb_path, out, per_notebook[nb_path], smoke, kernel,
-                                                   static_figures, timeout, Path(cwd or Path.cwd()))
-            metrics[nb_path.stem] = entry
-            if message:
-                failures.append(message)
-            if interrupted:
-                raise Interrupted(metrics, failures)
-            if failures and not keep_going:
-                break
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:  # between notebooks
-        raise Interrupted(metrics, failures) from None
-    finally:
-        bar.close()
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with FolderLock(out, wait):
+        check_metrics_file(out)  # again: another run may have written it while this one waited
+        work = out / ".running"
+        shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers: the lock says nobody uses them
+        try:
+            work.mkdir()
+        except OSError as err:
+            raise _write_failure(err, work) from None
+        bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
+        try:
+            for nb_path in bar:
+                bar.set_postfix_str(nb_path.stem)
+                entry, message, interrupted = _run_one(nb_path, out, per_notebook[nb_path], smoke, kernel,
+                                                       static_figures, timeout, Path(cwd or Path.cwd()), work)
+                metrics[nb_path.stem] = entry
+                if message:
+                    failures.append(message)
+                if interrupted:
+                    raise Interrupted(metrics, failures)
+                if failures and not keep_going:
+                    break
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:  # between notebooks
+            raise Interrupted(metrics, failures) from None
+        finally:
+            bar.close()
+            shutil.rmtree(work, ignore_errors=True)
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     return metrics, failures
 
 
@@ -576,7 +791,9 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
 def copy_series(dest: Path, force: bool = False, source: Path | None = None) -> list[Path]:
     """Copy the shipped notebooks into ``dest``. A file already there that differs from the shipped
     one (a reader's edits) is not overwritten unless ``force``: then nothing is copied and a
-    :class:`UsageError` lists them. Returns the files written."""
+    :class:`UsageError` lists them. Each file is written to a temporary file and renamed, so a
+    failed write (a full disk) raises :class:`WriteFailure` and leaves no partial notebook.
+    Returns the files written."""
     source = Path(source or default_notebook_dir())
     notebooks = series(source)
     if not notebooks:
@@ -598,7 +815,12 @@ def copy_series(dest: Path, force: bool = False, source: Path | None = None) -> 
         target = dest / p.name
         if target.exists() and target.read_bytes() == p.read_bytes():
             continue
-        shutil.copyfile(p, target)
+        try:  # through a temporary file and a rename: a full disk never leaves half a notebook
+            with open(p, "rb") as src, atomic_write(target, "wb") as f:
+                shutil.copyfileobj(src, f)
+        except OSError as err:
+            done = f"; the {len(written)} copied before it are complete" if written else ""
+            raise _write_failure(err, target, note=done + "; no partial notebook is left") from None
         written.append(target)
     return written
 
@@ -617,6 +839,16 @@ def _positive_int(text: str) -> int:
         value = None
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -648,7 +880,11 @@ metrics/NN_name.json and metrics.json. A run into a folder that already holds re
 its metrics.json: notebooks run again get a new entry, the others keep theirs, and a failed or
 interrupted notebook keeps the folder's last complete result under "_last_complete".
 
-Exit status: 0 ok, 1 a notebook failed, 2 bad usage, 130 interrupted."""
+One run at a time: the folder is locked while a run writes there; a second run into it is refused
+(or waits --wait SECONDS). Results are renamed into place only when all are written: a full disk
+or a read-only folder stops the run with one line, leaving the earlier results.
+
+Exit status: 0 ok, 1 a notebook failed or its results could not be written, 2 bad usage, 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -672,6 +908,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--timeout", type=_positive_int, default=None, help="seconds allowed per cell")
     p_run.add_argument("--threads", type=_positive_int, default=None,
                        help="CPU threads per kernel (sets OMP_NUM_THREADS and MKL_NUM_THREADS)")
+    p_run.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                       help="if another vaekit run is writing into --out, wait this long for it (default: refuse at once)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_list = sub.add_parser("list", help="list the notebooks of the series")
     p_list.add_argument("--notebook-dir", type=Path, default=None, help="where the series lives")
@@ -699,6 +937,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"vaekit {args.command}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a failed write (full disk, read-only folder, a file in the way): one line
+        text = err.strerror if isinstance(err, WriteFailure) else f"{err.strerror or err}: {err.filename or ''}"
+        note = ("; the folder keeps its earlier results and no half-written file" if args.command == "run" else "")
+        print(f"vaekit {args.command}: {text}{note}".replace("\n", " "), file=sys.stderr)
+        return 1
 
 
 def _main(args) -> int:
@@ -733,15 +976,11 @@ def _main(args) -> int:
     try:
         metrics, failures = run(notebooks, out, params, smoke=args.smoke, kernel=args.kernel,
                                 keep_going=args.keep_going, static_figures=args.static_figures,
-                                timeout=args.timeout, progress=not args.no_progress)
+                                timeout=args.timeout, progress=not args.no_progress, wait=args.wait)
     except Interrupted as stop:
         _print_summary(stop.metrics, out)
         print("\n".join(["", "INTERRUPTED:"] + stop.failures), file=sys.stderr)
         return 130
-    except OSError as err:  # the folder became unwritable, the disk filled up, ...
-        print(f"vaekit run: cannot write the results into {out} ({err}); metrics.json there lists "
-              "the notebooks finished before", file=sys.stderr)
-        return 1
     _print_summary(metrics, out)
     if failures:
         print("\n".join(["", "FAILED:"] + failures), file=sys.stderr)
