@@ -46,7 +46,7 @@ CASES = [
     WidgetCase("07_iwae.ipynb", slider="q shift (sd)"),
     WidgetCase("08_vqvae.ipynb", slider="code"),
     WidgetCase("09_wake_sleep.ipynb", slider="μ of q"),
-    WidgetCase("10_latent_information.ipynb", slider="log₂ β"),
+    WidgetCase("09_latent_information.ipynb", slider="log₂ β"),
     WidgetCase("11_semi_supervised.ipynb", slider="z1"),
     WidgetCase("13_disentanglement.ipynb", slider="z value"),
 ]
