@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 import vaekit
-from vaekit import metrics, vqvae
+from vaekit import metrics
+from vaekit.models import vqvae
 from vaekit.data import binarize, binarize_static, mnist
 from vaekit.distributions import bernoulli
 from vaekit.nets import conv_trunk, deconv_trunk
 
 
 class LibraryVQVAE(nn.Module):
-    """The VQ-VAE of :mod:`vaekit.vqvae` with vector-quantize-pytorch's ``VectorQuantize`` in the middle."""
+    """The VQ-VAE of :mod:`vaekit.models.vqvae` with vector-quantize-pytorch's ``VectorQuantize`` in the middle."""
 
     def __init__(self, num_codes: int, code_dim: int, hidden: int, **vq_kwargs):
         super().__init__()

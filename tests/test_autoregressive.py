@@ -17,8 +17,8 @@ from torch.distributions import Independent, Normal
 
 import vaekit
 from vaekit import metrics, objectives
-from vaekit.autoregressive import (RECIPES, AutoregressiveBernoulli, AutoregressiveDecoder, autoregressive_vae,
-                                   evaluate_run, made_masks, train_run)
+from vaekit.evaluation.collapse import RECIPES, evaluate_run, train_run
+from vaekit.models.autoregressive import AutoregressiveBernoulli, AutoregressiveDecoder, autoregressive_vae, made_masks
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaekit import cli
+from vaekit.runner import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -261,7 +261,7 @@ BLOCK_RUNNER = textwrap.dedent("""
             if name.split('.')[0] in {'papermill', 'nbformat', 'nbclient', 'ipykernel', 'jupyterlab', 'jupyter_client'}:
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
     sys.meta_path.insert(0, Block())
-    from vaekit.cli import main
+    from vaekit.runner.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import compare, metrics, objectives, protocols, schedules
+from vaekit import compare, metrics, objectives, schedules
+from vaekit.evaluation import protocols
 
 
 def tiny_vae(seed=0):

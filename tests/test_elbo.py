@@ -13,9 +13,9 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaekit import inference
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
+from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.nets import GaussianEncoder
-from vaekit.objectives import elbo, elbo_terms
+from vaekit.inference.objectives import elbo, elbo_terms
 from vaekit.train import fit
 
 F64 = torch.float64

@@ -6,8 +6,8 @@ import torch
 
 from vaekit import inference
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
-from vaekit.widgets import ElboExplorer
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.figures.widgets import ElboExplorer
 
 
 def line_model():

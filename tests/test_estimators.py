@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from vaekit import VAE, data
-from vaekit.objectives import iwae_bound
-from vaekit import estimators as est
+from vaekit.inference.objectives import iwae_bound
+from vaekit.inference import estimators as est
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
-from vaekit.mixture import GaussianMixture
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.models.mixture import GaussianMixture
 
 
 def toy_mixture():

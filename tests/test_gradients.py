@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
 
-from vaekit import gradients, inference
+from vaekit import inference
+from vaekit.inference import gradients
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
-from vaekit.objectives import elbo
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.inference.objectives import elbo
 from vaekit.train import fit
 
 C = torch.tensor([5.0, 5.0])

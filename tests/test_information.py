@@ -17,7 +17,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal
 
 from vaekit import information
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
+from vaekit.models.linear_gaussian import LinearGaussian
 
 
 def gaussian_kl_to_standard(mean, cov):
@@ -150,7 +150,7 @@ def test_bad_input_is_refused_naming_it():
 
 
 def test_rate_distortion_explorer_moves_the_point_and_the_images():
-    from vaekit import information_viz
+    from vaekit.figures import rates as information_viz
     points = {0.5: (30.0, 85.0), 1: (24.0, 90.0), 2: (15.0, 105.0)}
     images = {b: torch.full((4, 1, 5, 5), v) for b, v in zip(points, (0.1, 0.5, 0.9))}
     ex = information_viz.RateDistortionExplorer(points, images, ncols=2)
@@ -170,7 +170,7 @@ def test_rate_distortion_explorer_moves_the_point_and_the_images():
 
 
 def test_iso_elbo_lines_pass_through_the_best_and_worst_points():
-    from vaekit import information_viz
+    from vaekit.figures import rates as information_viz
     points = {"a": (10.0, 100.0), "b": (20.0, 95.0), "c": (5.0, 130.0)}
     assert information_viz.iso_elbo_levels(points, n=3) == [110.0, 122.5, 135.0]
     fig = information_viz.rate_distortion_figure(points)
@@ -180,7 +180,7 @@ def test_iso_elbo_lines_pass_through_the_best_and_worst_points():
 
 
 def test_aggregate_posterior_figure_draws_one_panel_per_prior():
-    from vaekit import information_viz
+    from vaekit.figures import rates as information_viz
     prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
     fig = information_viz.aggregate_posterior_figure({"a": (prior, torch.randn(30, 2)), "b": (prior, torch.randn(30, 2))},
                                                      labels=torch.arange(30) % 10)

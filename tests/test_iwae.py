@@ -9,12 +9,13 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 import vaekit
-from vaekit import metrics, objectives, schedules, snr
+from vaekit import metrics, objectives, schedules
+from vaekit.evaluation import snr
 from vaekit.distributions import diag_gaussian
-from vaekit.gradients import estimator_stats
+from vaekit.inference.gradients import estimator_stats
 from vaekit.inference import Amortized, exact_elbo, mean_field_optimum
-from vaekit.linear_gaussian import LinearGaussian
-from vaekit.objectives import elbo, iwae_bound, log_weights, vae_k_bound
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.inference.objectives import elbo, iwae_bound, log_weights, vae_k_bound
 
 DT = torch.float64
 
@@ -444,7 +445,7 @@ def test_iwae_gradient_parts_agree_with_autograd_and_vae_k_bound():
     model, x = small_vae(seed=5), binary_batch(1)
     params, k = list(model.parameters()), 6
     torch.manual_seed(11)
-    w, auto, weighted, uniform = vaekit.gradients.iwae_gradient_parts(model, x, k)
+    w, auto, weighted, uniform = vaekit.inference.gradients.iwae_gradient_parts(model, x, k)
     torch.manual_seed(11)
     torch.testing.assert_close(auto, _flat_grad(iwae_bound(model, x, k).sum(), params), atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(auto, weighted, atol=1e-10, rtol=1e-8)   # Burda et al., eq. 14
@@ -452,7 +453,7 @@ def test_iwae_gradient_parts_agree_with_autograd_and_vae_k_bound():
     torch.testing.assert_close(uniform, _flat_grad(vae_k_bound(model, x, k).sum(), params), atol=1e-10, rtol=1e-8)
     assert w.shape == (k,) and abs(w.sum().item() - 1) < 1e-12 and (auto - uniform).norm() > 0.05 * auto.norm()
     with pytest.raises(ValueError, match="x must hold one example"):
-        vaekit.gradients.iwae_gradient_parts(model, binary_batch(2), k)
+        vaekit.inference.gradients.iwae_gradient_parts(model, binary_batch(2), k)
 
 
 def test_weighted_draws_are_log_weights_and_resample_in_proportion():

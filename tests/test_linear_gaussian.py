@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vaekit.distributions import diag_gaussian
-from vaekit.linear_gaussian import LinearGaussian
-from vaekit.objectives import elbo, iwae_bound
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.inference.objectives import elbo, iwae_bound
 
 
 def numpy_log_marginal(w, b, sigma, x):

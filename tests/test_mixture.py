@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vaekit import data
-from vaekit.mixture import GaussianMixture, brute_force_log_marginal, em_step, fit_em, match_components
+from vaekit.models.mixture import GaussianMixture, brute_force_log_marginal, em_step, fit_em, match_components
 from vaekit.train import fit
 
 

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from vaekit import data, mixture_viz
-from vaekit.mixture import GaussianMixture
+from vaekit import data
+from vaekit.figures import mixtures as mixture_viz
+from vaekit.models.mixture import GaussianMixture
 
 
 def test_responsibility_colours_mix_the_component_colours():

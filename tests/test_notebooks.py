@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vaekit import cli
+from vaekit.runner import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = cli.series(ROOT / "notebooks")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import recorder as rec
+from vaekit.runner import recorder as rec
 
 
 def test_record_writes_json_atomically(tmp_path, monkeypatch):

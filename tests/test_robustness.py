@@ -5,7 +5,7 @@ import torch
 
 import vaekit
 from vaekit import metrics, objectives
-from vaekit.mixture import GaussianMixture
+from vaekit.models.mixture import GaussianMixture
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 import vaekit
 from vaekit import metrics
 from vaekit.inference import Amortized
-from vaekit.linear_gaussian import LinearGaussian
+from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.train import bf16_autocast_available, fit
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")),

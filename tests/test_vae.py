@@ -17,9 +17,11 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 import vaekit
-from vaekit import latent_viz, metrics, objectives, widgets
+from vaekit import metrics, objectives
+from vaekit.figures import latents as latent_viz
+from vaekit.figures import widgets
 from vaekit.inference import exact_elbo
-from vaekit.linear_gaussian import LinearGaussian
+from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.nets import GaussianEncoder
 from vaekit.train import fit
 

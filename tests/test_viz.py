@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import bound_viz, compare, latent_viz, metrics, schedules, viz
+from vaekit import compare, metrics, schedules, viz
+from vaekit.figures import bounds as bound_viz
+from vaekit.figures import latents as latent_viz
 from vaekit.train import History, KeepBest
 
 
@@ -94,7 +96,7 @@ def test_nll_against_k_and_results_figure():
     fig = bound_viz.nll_against_k({100: -90.0, 1: -95.0}, -96.0, 10)
     assert list(fig.data[0].x) == [1, 100] and list(fig.data[0].y) == [95.0, 90.0] and fig.layout.shapes[0].y0 == 96.0
     res = {"a": dict(dnll=0.0, se=0.0, kl=3.0), "b": dict(dnll=1.5, se=0.25, kl=2.0)}
-    fig = compare.figure(res, "t", reference="a")
+    fig = vaekit.viz.score_figure(res, "t", reference="a")
     assert list(fig.data[0].y) == [0.0, 1.5] and list(fig.data[0].error_y.array) == [0.0, 0.5]
     assert fig.layout.annotations[0].text == "test NLL minus a's" and list(fig.data[1].y) == [3.0, 2.0]
 
@@ -206,7 +208,7 @@ def test_bars_heatmap_line_groups_and_paths():
 
 
 def test_kl_bars_sort_each_model_and_draw_the_threshold():
-    from vaekit import latent_viz
+    from vaekit.figures import latents as latent_viz
     fig = latent_viz.kl_bars({"a": torch.tensor([0.1, 2.0, 0.005]), "b": torch.tensor([1.0, 0.0, 3.0])}, "KL", threshold=0.01)
     assert [list(t.y) for t in fig.data] == [pytest.approx([2.0, 0.1, 0.005]), pytest.approx([3.0, 1.0, 0.0])]
     assert list(fig.data[0].customdata) == [2, 1, 3] and list(fig.data[1].customdata) == [3, 1, 2]  # original dimensions

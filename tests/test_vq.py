@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaekit import pixelcnn, vqvae
-from vaekit.pixelcnn import PixelCNN
-from vaekit.vq import VectorQuantizer
-from vaekit.vqvae import VQVAE
+from vaekit.models import pixelcnn
+from vaekit.models import vqvae
+from vaekit.models.pixelcnn import PixelCNN
+from vaekit.models.vq import VectorQuantizer
+from vaekit.models.vqvae import VQVAE
 
 
 def quantizer(k=6, d=3, **kw):
@@ -303,7 +304,7 @@ def test_nearest_neighbour_accuracy_is_a_half_for_one_distribution_one_when_apar
 def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_grid():
     import numpy as np
 
-    from vaekit import vq_viz
+    from vaekit.figures import codebooks as vq_viz
 
     torch.manual_seed(0)
     model = VQVAE(8, 4, hidden=8).eval()
@@ -339,7 +340,8 @@ def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_gri
 
 
 def test_codebook_summary_code_views_and_swaps():
-    from vaekit import metrics, vq_viz
+    from vaekit import metrics
+    from vaekit.figures import codebooks as vq_viz
     torch.manual_seed(0)
     model = VQVAE(8, 4, hidden=8).eval()
     x = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()

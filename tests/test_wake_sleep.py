@@ -11,7 +11,7 @@ import vaekit
 from vaekit import hmc, metrics, wake_sleep
 from vaekit.distributions import diag_gaussian
 from vaekit.inference import Amortized, as_multivariate
-from vaekit.linear_gaussian import LinearGaussian
+from vaekit.models.linear_gaussian import LinearGaussian
 
 DT = torch.float64
 

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .device import default_device, module_device
+from .device import bf16_autocast_available, default_device, module_device
 from .utils import atomic_write, check_positive_int, input_checks
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
@@ -146,20 +146,6 @@ def make_optimizer(params, name: str = "adam", lr: float = 1e-3, **kwargs) -> to
         except (RuntimeError, TypeError, ValueError):
             pass
     return cls(params, lr=lr, foreach=True, **kwargs)
-
-
-def bf16_autocast_available(device: torch.device) -> bool:
-    """Whether bfloat16 autocast pays on ``device``: CPUs whose oneDNN has bfloat16 kernels
-    (AVX-512 and newer), CUDA devices that support bfloat16."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
 
 
 def _plain(v) -> str:

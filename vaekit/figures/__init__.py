@@ -1,0 +1,12 @@
+"""Figures and widgets (plotly, ipywidgets), one module per topic.
+
+plots (shared builders: image grids, curves, bars, heatmaps, the notebooks' plotly setup), latents
+(a VAE's latent space), bounds (importance-weighted bounds), mixtures (2-D Gaussian mixtures),
+codebooks (a VQ-VAE's codebook), rates (the rate-distortion plane, aggregate posteriors),
+widgets (latent sliders, the ELBO explorer).
+
+May import: evaluation, inference, the models and the core.
+"""
+from . import bounds, codebooks, latents, mixtures, plots, rates, widgets
+
+__all__ = ["bounds", "codebooks", "latents", "mixtures", "plots", "rates", "widgets"]

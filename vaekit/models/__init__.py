@@ -1,0 +1,12 @@
+"""The models: each a joint p(x, z) with whatever inference network belongs to it.
+
+mixture (Gaussian mixture, exact likelihood and EM), linear_gaussian (probabilistic PCA, exact
+posterior), vae (the VAE), priors (mixture-of-Gaussians prior, VampPrior), autoregressive (a
+conditional MADE decoder), ssvae (M1, M2, M1 + M2), vq (vector quantization and codebook usage),
+vqvae (the VQ-VAE), pixelcnn (a prior over code grids).
+
+May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
+"""
+from . import autoregressive, linear_gaussian, mixture, pixelcnn, priors, ssvae, vae, vq, vqvae
+
+__all__ = ["autoregressive", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae", "vq", "vqvae"]
