@@ -44,11 +44,10 @@ CASES = [
     WidgetCase("04_elbo.ipynb", slider="μ of q"),  # KL(q||p) against KL(p||q)
     WidgetCase("06_vae.ipynb", slider="z1"),
     WidgetCase("07_iwae.ipynb", slider="q shift (sd)"),
-    WidgetCase("08_vqvae.ipynb", slider="code"),
-    WidgetCase("09_wake_sleep.ipynb", slider="μ of q"),
     WidgetCase("09_latent_information.ipynb", slider="log₂ β"),
-    WidgetCase("11_semi_supervised.ipynb", slider="z1"),
+    WidgetCase("12_semi_supervised.ipynb", slider="z1"),
     WidgetCase("13_disentanglement.ipynb", slider="z value"),
+    WidgetCase("14_vqvae.ipynb", slider="code"),
 ]
 
 

@@ -76,14 +76,14 @@ EXPECTED = {
     "07_iwae": {
         "lg_gap_k1": lambda v: 1.9 < v < 2.3,
         "lg_gap_kmax": lambda v: 0 <= v < 0.05,
-        **{f"nll_{m}_k{k}": (lambda v: 80 < v < 300) for m in ("vae", "iwae") for k in (1, 5, 50)},
+        **{f"nll_{m}_k{k}": (lambda v: 80 < v < 300) for m in ("vae", "iwae") for k in (1, 5)},
         "paired_se_k5": lambda v: 0 < v < 2,
-        "paired_se_k50": lambda v: 0 < v < 2,
         "snr_decoder_ratio": lambda v: v > 1,
         "snr_encoder_ratio": lambda v: v < 1,
-        "bound_gap_l5000_l1_iwae": lambda v: v > 10,
+        "bound_gap_l5000_l1_iwae": lambda v: v > 5,
+        "snr_relative_variance": lambda v: v > 10,  # the weights' relative variance on the SNR digit: k <= 100 is not asymptotic
     },
-    "08_vqvae": {
+    "14_vqvae": {
         "perplexity_ema": lambda v: 1 <= v <= 64,
         "perplexity_plain": lambda v: 1 <= v <= 64,
         "dead_fraction_ema": lambda v: 0 <= v <= 1,
@@ -94,12 +94,13 @@ EXPECTED = {
         "bits_per_dim_vae_elbo": lambda v: 0 < v < 1,
         "recon_mse": lambda v: 0 < v < 0.25,
     },
-    "09_wake_sleep": {
+    "08_wake_sleep": {
         "hm_test_ll_wake_sleep": lambda v: -300 < v < -80,
         "hm_test_ll_rws": lambda v: -300 < v < -80,
         **{f"test_elbo_{m}_nz{n}": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep") for n in (2, 5, 20)},
         **{f"test_ll_{m}_nz3": (lambda v: -350 < v < -80) for m in ("aevb", "wake_sleep", "mcem")},
         "mcem_over_aevb_cpu_ratio": lambda v: v > 2,
+        "aevb_minus_wake_sleep_nz3_se": lambda v: 0 < v < 10,
     },
     "09_latent_information": {
         "lg_mutual_information_error": lambda v: v < 0.15,  # 4 standard errors at 1,000 points (smoke), 0.08 at 4,000
@@ -122,7 +123,7 @@ EXPECTED = {
         "gray_worst_nll": lambda v: 0 < v < 784 * math.log(256),  # no digit costs more than a uniform code
         "gray_se_bits_per_dim": lambda v: 0 < v < 0.1,
     },
-    "11_semi_supervised": {
+    "12_semi_supervised": {
         "test_error_supervised_100": lambda v: 0.1 < v < 0.4,
         "test_error_m1_100": lambda v: 0.1 < v < 0.5,
         "test_error_m2_100": lambda v: 0.1 < v < 0.5,
@@ -156,18 +157,22 @@ RELATIONS = {
         ("the importance-sampled log p(x) is above the ELBO", lambda m: m["test_nll"] <= -m["test_elbo"]),
         ("a 2-D latent fits the test digits worse than the 20-D one", lambda m: m["nll_latent_2"] > m["test_nll"]),
     ],
-    "07_iwae": [("at k = 1 the IWAE and the VAE are the same model", lambda m: m["nll_iwae_k1"] == m["nll_vae_k1"])],
-    "08_vqvae": [
+    "07_iwae": [
+        ("at k = 1 the IWAE and the VAE are the same model", lambda m: m["nll_iwae_k1"] == m["nll_vae_k1"]),
+        ("at equal k the IWAE's encoder is the broader proposal", lambda m: m["bound_gap_l5000_l1_iwae"] > m["bound_gap_l5000_l1_vae"]),
+    ],
+    "14_vqvae": [
         ("EMA and restarts keep more codes alive", lambda m: m["perplexity_ema"] > m["perplexity_plain"]),
         ("bits = nats / ln 2", lambda m: abs(m["prior_nll_bits"] - m["prior_nll_nats"] / math.log(2)) < 1e-3 * m["prior_nll_bits"]),
         ("the VQ-VAE's bound includes its prior term", lambda m: m["bits_per_dim_vqvae"] * 784 * math.log(2) > m["prior_nll_nats"]),
         ("the VAE's importance-sampled NLL is below its -ELBO", lambda m: m["bits_per_dim_vae"] <= m["bits_per_dim_vae_elbo"]),
-        ("on one scale the VAE is ahead of the VQ-VAE", lambda m: m["bits_per_dim_vqvae"] > m["bits_per_dim_vae_elbo"]),
+        ("at these budgets the VQ-VAE's bound is above the VAE's -ELBO", lambda m: m["bits_per_dim_vqvae"] > m["bits_per_dim_vae_elbo"]),
     ],
-    "09_wake_sleep": [
+    "08_wake_sleep": [
         ("AEVB's test bound is above wake-sleep's at every latent size",
          lambda m: all(m[f"test_elbo_aevb_nz{n}"] > m[f"test_elbo_wake_sleep_nz{n}"] for n in (2, 5, 20))),
-        ("AEVB's marginal likelihood is above wake-sleep's (N_z = 3)", lambda m: m["test_ll_aevb_nz3"] > m["test_ll_wake_sleep_nz3"]),
+        ("the recorded paired difference is the difference of the recorded means (N_z = 3)",
+         lambda m: abs(m["aevb_minus_wake_sleep_nz3"] - (m["test_ll_aevb_nz3"] - m["test_ll_wake_sleep_nz3"])) < 1e-3),
     ],
     "09_latent_information": [
         ("the rate bounds the information: I_q(x; z) <= R", lambda m: m["mutual_information"] <= m["kl_standard"] + 0.1),
@@ -180,7 +185,7 @@ RELATIONS = {
     "10_priors_and_hierarchies": [
         ("the VampPrior beats N(0, I) on test NLL", lambda m: m["nll_prior_vamp"] < m["nll_prior_standard"]),
     ],
-    "11_semi_supervised": [
+    "12_semi_supervised": [
         ("M2's unlabelled bound lies below the importance-sampled log p(x)", lambda m: m["m2_test_bound_u"] < m["m2_test_log_px"]),
         ("600 labels beat 100 for the classifier on pixels", lambda m: m["test_error_supervised_600"] < m["test_error_supervised_100"]),
         ("M1 + M2 beats the labels-only classifier by two paired standard errors at the defaults "

@@ -147,7 +147,7 @@ def snr_against_k(ks: Sequence[int], means: dict, floor: Sequence[float], repeat
         fig.add_trace(go.Scatter(x=ks, y=vals, mode="lines+markers", name=part))
         slope = 0.5 if part == "decoder" else -0.5
         fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[vals[0], vals[0] * (ks[-1] / ks[0]) ** slope],
-                                 mode="lines", line_dash="dot", name=f"{part}: k^{slope:+g}"))
+                                 mode="lines", line_dash="dot", name=f"{part}: k^{slope:+g}, the large-k rate"))
     fig.add_trace(go.Scatter(x=ks, y=list(floor), mode="lines", line_dash="dash", line_color="grey",
                              name=f"noise floor ({repeats} repeats)"))
     fig.update_layout(title=title, xaxis_type="log", yaxis_type="log", xaxis_title="k (log scale)",
