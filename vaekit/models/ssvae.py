@@ -394,8 +394,11 @@ def fit_m2(model: M2, x_labelled: torch.Tensor, y_labelled: torch.Tensor, x_unla
     alpha = alpha_per_digit
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
         raise ValueError(f"alpha_per_digit must be a number >= 0, got {alpha_per_digit!r}")
+    # with a transform (M1 + M2: posterior moments in, sampled features out) the data reach M2 only through
+    # it, and the validation digits reach ``classify`` as they are: their shapes are those callables' business
+    shape = model.x_shape if transform is None else None
     for name, x in (("x_labelled", x_labelled), ("x_unlabelled", x_unlabelled), ("x_val", x_val)):
-        check_data(name, x, shape=model.x_shape)
+        check_data(name, x, shape=shape)
     check_labels("y_labelled", y_labelled, model.num_classes, n=x_labelled.shape[0])
     check_labels("y_val", y_val, model.num_classes, n=x_val.shape[0])
     if device is not None:
