@@ -10,7 +10,7 @@ cross-entropy on the grey-level images, Adam with lr 1e-3, batch size 128, a shu
 with seed 0) is estimated with ``--eval-k`` samples per digit, and the epoch with the lowest
 estimate is then scored with ``--k`` = 5000 samples. Choosing the epoch on the held-out digits
 favours the baseline (it is the best the example reaches on them, not a number it could have
-known in advance): the number any model on the same digits has to beat. Notebook 06 quotes it.
+known in advance): the number any model on the same digits has to beat.
 
 **Equal time** (``--seconds S``): the example and vaekit's ``VAE.mlp`` (AEVB's settings: M = 100,
 L = 1, analytic KL, dynamic binarization) each train for S CPU seconds (``time.process_time``, so

@@ -300,7 +300,7 @@ def test_nearest_neighbour_accuracy_is_a_half_for_one_distribution_one_when_apar
         vqvae.nearest_neighbour_accuracy(a, b.long())
 
 
-# --- figures and the code editor of notebook 08 --------------------------------------------------
+# --- figures and the code editor of notebook 14 --------------------------------------------------
 def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_grid():
     import numpy as np
 

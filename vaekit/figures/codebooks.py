@@ -1,7 +1,7 @@
 """Looking at a VQ-VAE's codebook: usage over training, the code vectors among the encoder outputs,
 and a widget that edits one code of a digit's grid.
 
-The figures take the :class:`~vaekit.models.vqvae.CodebookMonitor` records and models of notebook 08 and
+The figures take the :class:`~vaekit.models.vqvae.CodebookMonitor` records and models of notebook 14 and
 return plotly figures; :class:`CodeEditor` is an ipywidgets box (sliders and a ``FigureWidget``)
 that decodes the edited grid on the model's device at every change.
 """
