@@ -31,6 +31,17 @@ from .plots import image_grid
 MAX_SLIDERS = 32
 
 
+def _decoded_image_widget(image: torch.Tensor, title: str, size: int, top: int) -> go.FigureWidget:
+    """A square heatmap of a decoded mean image E[x|z] in [0, 1], for the widgets below to redraw."""
+    fig = go.FigureWidget(go.Heatmap(z=as_numpy_image(image), colorscale="Greys", zmin=0, zmax=1,
+                                     colorbar=dict(title="E[x|z]"),
+                                     hovertemplate="pixel (%{x}, %{y}): %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=title, width=size, height=size, margin=dict(l=50, r=20, t=top, b=40),
+                      xaxis_title="pixel column", yaxis_title="pixel row (from the bottom)")
+    fig.update_yaxes(scaleanchor="x", constrain="domain")
+    return fig
+
+
 class LatentSliders(widgets.HBox):
     """Sliders ``z1 .. zD`` (left) driving the decoded image E[x|z] (right).
 
@@ -58,12 +69,7 @@ class LatentSliders(widgets.HBox):
                 value=round(v / step) * step, min=-bound, max=bound, step=step, description=f"z{i + 1}",
                 continuous_update=continuous_update, readout_format=".2f",
                 layout=widgets.Layout(width="340px")))
-        self.figure = go.FigureWidget(go.Heatmap(z=as_numpy_image(self._decode()), colorscale="Greys", zmin=0, zmax=1,
-                                                 colorbar=dict(title="E[x|z]"),
-                                                 hovertemplate="pixel (%{x}, %{y}): %{z:.2f}<extra></extra>"))
-        self.figure.update_layout(title=self._title(), width=430, height=430, margin=dict(l=50, r=20, t=70, b=40),
-                                  xaxis_title="pixel column", yaxis_title="pixel row (from the bottom)")
-        self.figure.update_yaxes(scaleanchor="x", constrain="domain")
+        self.figure = _decoded_image_widget(self._decode(), self._title(), size=430, top=70)
         for s in self.sliders:
             s.observe(self._redraw, names="value")
         reset = widgets.Button(description="reset to the digit", layout=widgets.Layout(width="340px"))
@@ -226,12 +232,7 @@ class TraversalExplorer(widgets.VBox):
         bound = max(limit, max(float(z.abs().max()) for z in self.z0.values()) + step)
         self.slider = widgets.FloatSlider(value=self._start(), min=-bound, max=bound, step=step, description="z value",
                                           continuous_update=True, readout_format=".2f", layout=widgets.Layout(width="420px"))
-        self.figure = go.FigureWidget(go.Heatmap(z=as_numpy_image(self.image()), colorscale="Greys", zmin=0, zmax=1,
-                                                 colorbar=dict(title="E[x|z]"),
-                                                 hovertemplate="pixel (%{x}, %{y}): %{z:.2f}<extra></extra>"))
-        self.figure.update_layout(title=self._title(), width=460, height=460, margin=dict(l=50, r=20, t=80, b=40),
-                                  xaxis_title="pixel column", yaxis_title="pixel row (from the bottom)")
-        self.figure.update_yaxes(scaleanchor="x", constrain="domain")
+        self.figure = _decoded_image_widget(self.image(), self._title(), size=460, top=80)
         self.model_menu.observe(self._model_changed, names="value")
         self.latent_menu.observe(self._latent_changed, names="value")
         self.slider.observe(self.redraw, names="value")

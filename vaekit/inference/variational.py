@@ -69,6 +69,15 @@ def mean_field_optimum(posterior: MultivariateNormal) -> Independent:
     return diag_gaussian(posterior.mean, torch.diagonal(precision, dim1=-2, dim2=-1).rsqrt())
 
 
+def _check_loc(loc: torch.Tensor | None, n: int, z_dim: int) -> torch.Tensor | None:
+    """The initial means of a per-example family: None, or a floating tensor ``[n, z_dim]``."""
+    if loc is not None:
+        check_tensor("loc", loc, ndim=2, floating=True)
+        if tuple(loc.shape) != (n, z_dim):
+            raise ValueError(f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}")
+    return loc
+
+
 class PerExampleGaussian(nn.Module):
     """One diagonal Gaussian q_i(z) = N(m_i, diag s_i^2) per data point: the non-amortized family.
 
@@ -78,10 +87,7 @@ class PerExampleGaussian(nn.Module):
     def __init__(self, n: int, z_dim: int, loc: torch.Tensor | None = None, log_scale: float = 0.0):
         super().__init__()
         check_positive_int(n=n, z_dim=z_dim)
-        if loc is not None:
-            check_tensor("loc", loc, ndim=2, floating=True)
-            if tuple(loc.shape) != (n, z_dim):
-                raise ValueError(f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}")
+        _check_loc(loc, n, z_dim)
         self.loc = nn.Parameter(torch.zeros(n, z_dim) if loc is None else loc.detach().clone())  # (N, d)
         self.log_scale = nn.Parameter(torch.full((n, z_dim), float(log_scale), dtype=self.loc.dtype,
                                                  device=self.loc.device))  # (N, d)
@@ -107,10 +113,7 @@ class PerExampleFullGaussian(nn.Module):
                  device=None):
         super().__init__()
         check_positive_int(n=n, z_dim=z_dim)
-        if loc is not None:
-            check_tensor("loc", loc, ndim=2, floating=True)
-            if tuple(loc.shape) != (n, z_dim):
-                raise ValueError(f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}")
+        if _check_loc(loc, n, z_dim) is not None:
             dtype, device = loc.dtype, loc.device
         zeros = torch.zeros(n, z_dim, dtype=dtype, device=device)
         self.loc = nn.Parameter(zeros if loc is None else loc.detach().clone())  # (N, d)
