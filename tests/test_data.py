@@ -435,3 +435,20 @@ def test_bad_timeout_or_deadline_is_named_not_turned_into_the_fallback(kwargs, m
     # embedded digits as if the network were down
     with pytest.raises(ValueError, match=message):
         data.mnist("test", root=tmp_path, mirrors=["http://127.0.0.1:9/"], **kwargs)
+
+
+def test_distinct_indices_skips_exact_copies_in_order():
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    assert data.distinct_indices(x).tolist() == [0, 1, 3]
+    assert data.distinct_indices(x, 2).tolist() == [0, 1]
+    images = torch.rand(6, 1, 4, 4)
+    tiled = images[torch.tensor([3, 0, 3, 5, 0, 1, 2, 4, 5])]
+    kept = data.distinct_indices(tiled)
+    assert kept.tolist() == [0, 1, 3, 5, 6, 7]  # each image at its first appearance
+    assert len(torch.unique(tiled[kept].flatten(1), dim=0)) == len(kept) == 6
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_distinct_indices_rejects_a_bad_count(n):
+    with pytest.raises(ValueError, match="n must be"):
+        data.distinct_indices(torch.rand(3, 2), n)

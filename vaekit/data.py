@@ -372,6 +372,23 @@ def binarize_static(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return binarize(x, torch.Generator(device=x.device).manual_seed(seed))
 
 
+def distinct_indices(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Indices of the first ``n`` distinct images of ``x`` (all of them when ``n`` is None), in order.
+
+    An image equal to an earlier one is skipped. Tests that pair every image with its nearest
+    neighbour need this: an exact copy is its own nearest neighbour at distance 0 (MNIST has next
+    to no exact duplicates; a set built by repeating images has many).
+    """
+    check_tensor("x", x, nonempty=True)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    _, inverse = torch.unique(x.flatten(1), dim=0, return_inverse=True)  # (N,) group of each image
+    order = torch.arange(len(x), device=x.device)
+    first = torch.full((int(inverse.max()) + 1,), len(x), dtype=torch.long, device=x.device)
+    first = first.scatter_reduce(0, inverse, order, reduce="amin")  # (groups,) first index of each
+    return first.sort().values[:n]
+
+
 def gaussian_clusters(n: int, means, covariances, weights=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points from a Gaussian mixture with known parameters: (x ``[n, d]``, component ``[n]``).
 
