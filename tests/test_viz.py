@@ -213,3 +213,19 @@ def test_kl_bars_sort_each_model_and_draw_the_threshold():
     assert [list(t.y) for t in fig.data] == [pytest.approx([2.0, 0.1, 0.005]), pytest.approx([3.0, 1.0, 0.0])]
     assert list(fig.data[0].customdata) == [2, 1, 3] and list(fig.data[1].customdata) == [3, 1, 2]  # original dimensions
     assert [s.y0 for s in fig.layout.shapes] == [0.01] and "nats" in fig.layout.yaxis.title.text
+
+
+def test_kl_directions_draws_one_capped_panel_per_divergence_with_its_minimum():
+    mus, sigmas = torch.linspace(-1, 1, 3), torch.linspace(0.5, 2, 4)
+    a, b = torch.arange(12.0).reshape(3, 4), torch.full((3, 4), 20.0)
+    fig = bound_viz.kl_directions(mus, sigmas, {"A": a, "B": b}, {"A": (-1.0, 0.5), "B": (0.0, 2.0)}, cap=8)
+    contours = [t for t in fig.data if t.type == "contour"]
+    assert len(contours) == 2 and contours[0].z.max() == 8 and (contours[1].z == 8).all()
+    assert list(contours[0].x) == sigmas.tolist() and list(contours[0].y) == mus.tolist()
+    marks = [t for t in fig.data if t.type == "scatter"]
+    assert [(t.x[0], t.y[0]) for t in marks] == [(0.5, -1.0), (2.0, 0.0)]
+    assert fig.layout.xaxis.title.text == "σ of q" and fig.layout.yaxis2.title.text == "μ of q"
+    with pytest.raises(ValueError, match="surface 'A' must have shape"):
+        bound_viz.kl_directions(mus, sigmas, {"A": a.T}, {"A": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="must name the same panels"):
+        bound_viz.kl_directions(mus, sigmas, {"A": a}, {"B": (0.0, 1.0)})

@@ -156,3 +156,36 @@ def snr_against_k(ks: Sequence[int], means: dict, floor: Sequence[float], repeat
 
 
 __all__ = ["bound_against_k", "nll_against_k", "proposal_panels", "proposal_explorer", "weighted_draws", "snr_against_k"]
+
+
+def kl_directions(mus, sigmas, surfaces: dict, minima: dict, cap: float = 8.0,
+                  title: str = "KL(q‖p) and KL(p‖q) over Gaussians q = N(μ, σ²)") -> go.Figure:
+    """Side-by-side contour maps of two divergences over a grid of Gaussians q = N(μ, σ²).
+
+    ``surfaces``: name -> tensor [len(mus), len(sigmas)] in nats (drawn capped at ``cap``);
+    ``minima``: name -> (μ, σ) of each surface's minimum, marked with a cross. The names are the
+    panel titles.
+    """
+    if set(surfaces) != set(minima):
+        raise ValueError(f"surfaces and minima must name the same panels, got {sorted(surfaces)} "
+                         f"and {sorted(minima)}")
+    shape = (len(mus), len(sigmas))
+    for name, s in surfaces.items():
+        if tuple(s.shape) != shape:
+            raise ValueError(f"surface {name!r} must have shape [len(mus), len(sigmas)] = {shape}, "
+                             f"got {tuple(s.shape)}")
+    names = list(surfaces)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} (nats)" for n in names],
+                        horizontal_spacing=0.12)
+    for col, name in enumerate(names, start=1):
+        fig.add_trace(go.Contour(x=_values(sigmas), y=_values(mus),
+                                 z=torch.as_tensor(surfaces[name]).clamp(max=cap).cpu().numpy(),
+                                 colorscale="Viridis", ncontours=24, showscale=col == len(names),
+                                 colorbar=dict(title=f"nats (capped at {cap:g})")), row=1, col=col)
+        mu, sigma = minima[name]
+        fig.add_trace(go.Scatter(x=[sigma], y=[mu], mode="markers", name="minimum", showlegend=False,
+                                 marker=dict(color="red", size=11, symbol="x")), row=1, col=col)
+        fig.update_xaxes(title_text="σ of q", row=1, col=col)
+        fig.update_yaxes(title_text="μ of q", row=1, col=col)
+    fig.update_layout(title=title, height=430)
+    return fig
