@@ -31,6 +31,7 @@ Usage::
 
 The last lines are the ratios, one per line, e.g. ``fit/canonical ratio 0.42``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,22 +65,30 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
-def alternate(contenders: dict, reps: int, device: torch.device) -> dict[str, list[tuple[float, float]]]:
+def alternate(
+    contenders: dict, reps: int, device: torch.device
+) -> dict[str, list[tuple[float, float]]]:
     """Run each contender ``reps`` times, in ABBA order so that slow drifts of the machine cancel."""
     names, times = list(contenders), {name: [] for name in contenders}
     for r in range(reps):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             times[name].append(timed(contenders[name], device))
     return times
 
 
-def gemm_pass(shapes: list[tuple[int, int, int, str]], device: torch.device, dtype: torch.dtype = torch.float32):
+def gemm_pass(
+    shapes: list[tuple[int, int, int, str]],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+):
     """A function doing one ``torch.mm`` at each of ``shapes``: (m, k, n, layout) for an (m, k) @ (k, n)
     product; layout "nt" multiplies by a transposed weight, "tn" a transposed activation (as autograd does)."""
     ops = []
     for m, k, n, layout in shapes:
+
         def rand(*size):
             return torch.randn(*size, device=device, dtype=dtype)
+
         if layout == "nt":
             a, b = rand(m, k), rand(n, k).t()
         elif layout == "tn":
@@ -100,6 +109,7 @@ def repeat(fn, times: int):
     def run():
         for _ in range(times):
             fn()
+
     return run
 
 
@@ -111,35 +121,57 @@ BF16_FLOOR = "matmul floor[bf16]"
 LOWER_BOUND = "floor+adam+binarize"
 
 
-def report(times: dict[str, list[tuple[float, float]]], baseline: str, variants: list[str], clock: str) -> list[str]:
+def report(
+    times: dict[str, list[tuple[float, float]]],
+    baseline: str,
+    variants: list[str],
+    clock: str,
+) -> list[str]:
     """Print best and median times; return the ratio lines of the best times on ``clock`` ("wall" or "cpu")."""
     for name, runs in times.items():
         wall, cpu = [w for w, _ in runs], [c for _, c in runs]
-        print(f"  {name:30s} best {min(wall):8.3f} s   median {statistics.median(wall):8.3f} s   "
-              f"process CPU {min(cpu):8.3f} s")
+        print(
+            f"  {name:30s} best {min(wall):8.3f} s   median {statistics.median(wall):8.3f} s   "
+            f"process CPU {min(cpu):8.3f} s"
+        )
 
     def ratios(which):
         column = {"wall": 0, "cpu": 1}[which]
         best = {name: min(run[column] for run in runs) for name, runs in times.items()}
         floor = best["matmul floor"]
-        lines = [f"{name}/{baseline} ratio {best[name] / best[baseline]:.2f}" for name in variants]
+        lines = [
+            f"{name}/{baseline} ratio {best[name] / best[baseline]:.2f}"
+            for name in variants
+        ]
         lines.append(f"{baseline}/floor ratio {best[baseline] / floor:.2f}")
         lines += [f"{name}/floor ratio {best[name] / floor:.2f}" for name in variants]
-        if BF16_FLOOR in best:  # the bf16 variants against the products done in bfloat16
-            lines += [f"{name}/floor[bf16] ratio {best[name] / best[BF16_FLOOR]:.2f}" for name in variants if "bf16" in name]
+        if (
+            BF16_FLOOR in best
+        ):  # the bf16 variants against the products done in bfloat16
+            lines += [
+                f"{name}/floor[bf16] ratio {best[name] / best[BF16_FLOOR]:.2f}"
+                for name in variants
+                if "bf16" in name
+            ]
         if LOWER_BOUND in best:
-            lines.append(f"{LOWER_BOUND}/{baseline} ratio {best[LOWER_BOUND] / best[baseline]:.2f}")
+            lines.append(
+                f"{LOWER_BOUND}/{baseline} ratio {best[LOWER_BOUND] / best[baseline]:.2f}"
+            )
         return lines
 
     other = "wall" if clock == "cpu" else "cpu"
-    print(f"  (ratios in {'wall-clock' if other == 'wall' else 'process CPU'} time: "
-          + ", ".join(line.replace(" ratio ", " ") for line in ratios(other)) + ")")
+    print(
+        f"  (ratios in {'wall-clock' if other == 'wall' else 'process CPU'} time: "
+        + ", ".join(line.replace(" ratio ", " ") for line in ratios(other))
+        + ")"
+    )
     return ratios(clock)
 
 
 # --------------------------------------------------------------------------------------------
 # fit: the canonical example loop
 # --------------------------------------------------------------------------------------------
+
 
 def lower_bound_step(batch: torch.Tensor, device: torch.device):
     """One step of what every float32 loop with these settings does: the layers' products on the
@@ -151,8 +183,13 @@ def lower_bound_step(batch: torch.Tensor, device: torch.device):
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    acts = [(torch.randn(128, lin.in_features, device=device), torch.randn(128, lin.out_features, device=device))
-            for lin in layers]
+    acts = [
+        (
+            torch.randn(128, lin.in_features, device=device),
+            torch.randn(128, lin.out_features, device=device),
+        )
+        for lin in layers
+    ]
 
     def step():
         for i, (lin, (a, g)) in enumerate(zip(layers, acts)):
@@ -162,14 +199,17 @@ def lower_bound_step(batch: torch.Tensor, device: torch.device):
                 torch.mm(g, lin.weight)  # input gradient
         binarize(batch)
         opt.step()
+
     return step
 
 
 def canonical_epoch(model, optimizer, train_loader, device):
     model.train()
     train_loss = 0
-    for data, in train_loader:
-        data = binarize(data.to(device))  # the same dynamic binarization as fit's transform
+    for (data,) in train_loader:
+        data = binarize(
+            data.to(device)
+        )  # the same dynamic binarization as fit's transform
         train_loss += canonical_step(model, optimizer, data).item()
     return train_loss / len(train_loader.dataset)
 
@@ -182,15 +222,21 @@ def bench_fit(args, device) -> list[str]:
     n = 6_400 if args.quick else 60_000
     digits = embedded_digits("train").images  # (4000, 1, 28, 28) grey levels in [0, 1]
     x = digits.repeat(math.ceil(n / len(digits)), 1, 1, 1)[:n]
-    print(f"fit: {n:,} samples = the {len(digits):,} embedded real MNIST digits tiled {n / len(digits):g}x, "
-          f"binarized afresh in every batch; batch 128, Adam lr 1e-3; device {device}, "
-          f"{torch.get_num_threads()} CPU thread(s)")
+    print(
+        f"fit: {n:,} samples = the {len(digits):,} embedded real MNIST digits tiled {n / len(digits):g}x, "
+        f"binarized afresh in every batch; batch 128, Adam lr 1e-3; device {device}, "
+        f"{torch.get_num_threads()} CPU thread(s)"
+    )
     torch.manual_seed(0)
     canon = CanonicalVAE().to(device)
     canon_opt = torch.optim.Adam(canon.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=128, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x), batch_size=128, shuffle=True
+    )
     x_dev = x.to(device)  # fit takes the data on the device once; it never leaves it
-    contenders = {"canonical": lambda: canonical_epoch(canon, canon_opt, loader, device)}
+    contenders = {
+        "canonical": lambda: canonical_epoch(canon, canon_opt, loader, device)
+    }
     variants = {"fit": {}}
     if args.compile:
         variants["fit[compile]"] = {"compile": True}
@@ -205,40 +251,67 @@ def bench_fit(args, device) -> list[str]:
         opt = make_optimizer(model.parameters(), "adam", lr=1e-3)
 
         def run(model=model, opt=opt, kwargs=kwargs, **extra):
-            return fit(model, neg_elbo, x_dev, batch_size=128, optimizer=opt, transform=binarize, device=device,
-                       seed=next(seeds), progress=False, **{"epochs": 1, **kwargs, **extra})
+            return fit(
+                model,
+                neg_elbo,
+                x_dev,
+                batch_size=128,
+                optimizer=opt,
+                transform=binarize,
+                device=device,
+                seed=next(seeds),
+                progress=False,
+                **{"epochs": 1, **kwargs, **extra},
+            )
 
-        w, _ = timed(lambda: run(steps=20), device)  # warm-up (and compilation for fit[compile])
+        w, _ = timed(
+            lambda: run(steps=20), device
+        )  # warm-up (and compilation for fit[compile])
         if kwargs.get("compile"):
             print(f"  {name} warm-up with compilation: {w:.1f} s (one-time)")
         contenders[name] = run
-    warm_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:2560]), batch_size=128, shuffle=True)
-    canonical_epoch(canon, canon_opt, warm_loader, device)  # warm-up of the baseline: 20 steps
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]  # 784-400, 400-40 | 20-400, 400-784
+    warm_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x[:2560]), batch_size=128, shuffle=True
+    )
+    canonical_epoch(
+        canon, canon_opt, warm_loader, device
+    )  # warm-up of the baseline: 20 steps
+    layers = [
+        m for m in model.modules() if isinstance(m, nn.Linear)
+    ]  # 784-400, 400-40 | 20-400, 400-784
     step = []
     for i, lin in enumerate(layers):
         a, b = lin.in_features, lin.out_features
         step.append((128, a, b, "nt"))  # forward: x @ W^T
         step.append((b, 128, a, "tn"))  # weight gradient: g^T @ x
-        if i > 0:  # input gradient g @ W (none for the first layer: the data need no gradient)
+        if (
+            i > 0
+        ):  # input gradient g @ W (none for the first layer: the data need no gradient)
             step.append((128, b, a, "nn"))
     steps = n // 128
-    contenders["matmul floor"] = repeat(gemm_pass(step, device), steps)  # the epoch's products, nothing else
-    if args.bf16:  # the same products in bfloat16: what the bf16 variants could reach at best
+    contenders["matmul floor"] = repeat(
+        gemm_pass(step, device), steps
+    )  # the epoch's products, nothing else
+    if (
+        args.bf16
+    ):  # the same products in bfloat16: what the bf16 variants could reach at best
         contenders[BF16_FLOOR] = repeat(gemm_pass(step, device, torch.bfloat16), steps)
     contenders[LOWER_BOUND] = repeat(lower_bound_step(x_dev[:128], device), steps)
     times = alternate(contenders, args.reps, device)
     print(f"seconds per epoch, {args.reps} alternating repetitions:")
     lines = report(times, "canonical", list(variants), args.clock)
-    for floor in ("matmul floor", BF16_FLOOR)[:1 + args.bf16]:
-        print(f"  ({floor}: {flops(step) * steps / 1e9:.1f} GFLOP per epoch, {steps} steps of torch.mm at the "
-              f"layers' shapes, {flops(step) * steps / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)")
+    for floor in ("matmul floor", BF16_FLOOR)[: 1 + args.bf16]:
+        print(
+            f"  ({floor}: {flops(step) * steps / 1e9:.1f} GFLOP per epoch, {steps} steps of torch.mm at the "
+            f"layers' shapes, {flops(step) * steps / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)"
+        )
     return lines
 
 
 # --------------------------------------------------------------------------------------------
 # nll: a straightforward batched importance-sampling estimate
 # --------------------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def straightforward_nll(model, x, k):
@@ -248,7 +321,9 @@ def straightforward_nll(model, x, k):
         xi = xi.unsqueeze(0)  # (1, 1, 28, 28)
         q = model.encode(xi)
         z = q.sample((k,))  # (k, 1, D)
-        log_w = model.decode(z).log_prob(xi) + model.prior.log_prob(z) - q.log_prob(z)  # (k, 1)
+        log_w = (
+            model.decode(z).log_prob(xi) + model.prior.log_prob(z) - q.log_prob(z)
+        )  # (k, 1)
         out.append(torch.logsumexp(log_w, 0) - math.log(k))
     return -torch.cat(out)
 
@@ -260,38 +335,67 @@ def bench_nll(args, device) -> list[str]:
     x = binarize_static(embedded_digits("test").images[:n]).to(device)
     model = vaekit.VAE.mlp(latent_dim=20, hidden=(400,)).to(device)
     epochs = 1 if args.quick else 10
-    fit(model, neg_elbo, train, epochs=epochs, transform=binarize, device=device, progress=False)
-    print(f"nll: k = {k} importance samples for each of {n} statically binarized embedded test digits; "
-          f"MLP VAE 784-400-20 trained for {epochs} epoch(s) on the 4,000 training digits; device {device}, "
-          f"{torch.get_num_threads()} CPU thread(s)")
-    check = x[:5]  # with the same random state both draw the same samples: the estimates must agree
+    fit(
+        model,
+        neg_elbo,
+        train,
+        epochs=epochs,
+        transform=binarize,
+        device=device,
+        progress=False,
+    )
+    print(
+        f"nll: k = {k} importance samples for each of {n} statically binarized embedded test digits; "
+        f"MLP VAE 784-400-20 trained for {epochs} epoch(s) on the 4,000 training digits; device {device}, "
+        f"{torch.get_num_threads()} CPU thread(s)"
+    )
+    check = x[
+        :5
+    ]  # with the same random state both draw the same samples: the estimates must agree
     torch.manual_seed(1)
     a = straightforward_nll(model, check, k)
     torch.manual_seed(1)
     b = -metrics.log_likelihood(model, check, k, progress=False)
-    print(f"  same samples, 5 digits: largest difference between the two estimates "
-          f"{(a - b).abs().max().item():.2e} nats")
+    print(
+        f"  same samples, 5 digits: largest difference between the two estimates "
+        f"{(a - b).abs().max().item():.2e} nats"
+    )
     results = {}
 
     def keep(name, fn):
         def run():
             results[name] = fn().mean().item()
+
         return run
 
     def nll(**kwargs):
         return -metrics.log_likelihood(model, x, k, progress=False, **kwargs)
 
-    contenders = {"straightforward": keep("straightforward", lambda: straightforward_nll(model, x, k)),
-                  "log_likelihood": keep("log_likelihood", nll)}
+    contenders = {
+        "straightforward": keep(
+            "straightforward", lambda: straightforward_nll(model, x, k)
+        ),
+        "log_likelihood": keep("log_likelihood", nll),
+    }
     variants = ["log_likelihood"]
-    for flag, name, kwargs in ((args.compile, "log_likelihood[compile]", {"compile": True}),
-                               (args.bf16, "log_likelihood[bf16]", {"autocast": True}),
-                               (args.compile and args.bf16, "log_likelihood[compile+bf16]",
-                                {"compile": True, "autocast": True})):
+    for flag, name, kwargs in (
+        (args.compile, "log_likelihood[compile]", {"compile": True}),
+        (args.bf16, "log_likelihood[bf16]", {"autocast": True}),
+        (
+            args.compile and args.bf16,
+            "log_likelihood[compile+bf16]",
+            {"compile": True, "autocast": True},
+        ),
+    ):
         if flag:
             variants.append(name)
             contenders[name] = keep(name, lambda kwargs=kwargs: nll(**kwargs))
-            w, _ = timed(lambda: metrics.log_likelihood(model, x[:2], k, progress=False, **kwargs), device)
+            w, _ = timed(
+                lambda: metrics.log_likelihood(
+                    model, x[:2], k, progress=False, **kwargs
+                ),
+                device,
+            )
             print(f"  {name} warm-up on 2 digits: {w:.1f} s")
     # Matmul floor: the encoder on all digits, the decoder on all n * k samples in products of the
     # fastest of a few sizes (a fraction of one digit's samples, or several digits' on a GPU).
@@ -300,8 +404,13 @@ def bench_nll(args, device) -> list[str]:
     def dec(rows):
         return [(rows, 20, 400, "nt"), (rows, 400, 784, "nt")]
 
-    sizes = {math.ceil(k / c) for c in (1, 2, 4, 8, 16)} | ({8 * k, 64 * k} if device.type == "cuda" else set())
-    probe = {rows: gemm_seconds(dec(rows), device, rounds=10) / rows for rows in sorted(sizes)}
+    sizes = {math.ceil(k / c) for c in (1, 2, 4, 8, 16)} | (
+        {8 * k, 64 * k} if device.type == "cuda" else set()
+    )
+    probe = {
+        rows: gemm_seconds(dec(rows), device, rounds=10) / rows
+        for rows in sorted(sizes)
+    }
     rows = min(probe, key=probe.get)
     passes = math.ceil(n * k / rows)
     enc_pass, dec_pass = gemm_pass(enc, device), gemm_pass(dec(rows), device)
@@ -311,37 +420,67 @@ def bench_nll(args, device) -> list[str]:
         contenders[BF16_FLOOR] = lambda: (enc_pass(), repeat(dec_bf16, passes)())
     total_flops = flops(enc) + flops(dec(n * k))
     times = alternate(contenders, args.reps, device)
-    scale = n * k / (passes * rows)  # the floor's products covered passes * rows >= n * k samples
-    floors = ("matmul floor", BF16_FLOOR)[:1 + args.bf16]
+    scale = (
+        n * k / (passes * rows)
+    )  # the floor's products covered passes * rows >= n * k samples
+    floors = ("matmul floor", BF16_FLOOR)[: 1 + args.bf16]
     for floor in floors:
         times[floor] = [(w * scale, cpu * scale) for w, cpu in times[floor]]
     print(f"seconds for the {n} digits, {args.reps} alternating repetitions:")
     lines = report(times, "straightforward", variants, args.clock)
     for floor in floors:
-        print(f"  ({floor}: {total_flops / 1e9:.0f} GFLOP, torch.mm on {rows} samples per product, the fastest of "
-              f"{sorted(probe)} in float32: {total_flops / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)")
-    print("mean NLL (nats): " + ", ".join(f"{name} {v:.3f}" for name, v in results.items()))
+        print(
+            f"  ({floor}: {total_flops / 1e9:.0f} GFLOP, torch.mm on {rows} samples per product, the fastest of "
+            f"{sorted(probe)} in float32: {total_flops / min(w for w, _ in times[floor]) / 1e9:.0f} GFLOP/s)"
+        )
+    print(
+        "mean NLL (nats): "
+        + ", ".join(f"{name} {v:.3f}" for name, v in results.items())
+    )
     return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", nargs="?", choices=("fit", "nll", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a sanity run of a minute or two")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions of each contender (default 3 fit, 2 nll)")
-    parser.add_argument("--compile", action="store_true", help="also time the torch.compile paths")
-    parser.add_argument("--bf16", action="store_true", help="also time the bfloat16 autocast paths")
-    parser.add_argument("--device", default=None, help="default: vaekit.default_device()")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="which times the final ratios use: wall-clock (default), or the process CPU time, "
-                             "steadier on a machine shared with other work (meaningful with one thread)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: a sanity run of a minute or two",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="repetitions of each contender (default 3 fit, 2 nll)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the torch.compile paths"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time the bfloat16 autocast paths"
+    )
+    parser.add_argument(
+        "--device", default=None, help="default: vaekit.default_device()"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="which times the final ratios use: wall-clock (default), or the process CPU time, "
+        "steadier on a machine shared with other work (meaningful with one thread)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else vaekit.default_device()
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"torch {torch.__version__}; device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}; device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     if args.bf16 and not bf16_autocast_available(device):
-        print(f"note: {device} has no fast bfloat16 products, so the [bf16] variants run in float32")
+        print(
+            f"note: {device} has no fast bfloat16 products, so the [bf16] variants run in float32"
+        )
     lines = []
     if args.what in ("fit", "all"):
         args_fit = argparse.Namespace(**{**vars(args), "reps": args.reps or 3})
@@ -349,7 +488,9 @@ def main(argv=None):
     if args.what in ("nll", "all"):
         args_nll = argparse.Namespace(**{**vars(args), "reps": args.reps or 2})
         lines += bench_nll(args_nll, device)
-    print(f"\nratios of the best {'wall-clock' if args.clock == 'wall' else 'process CPU'} times:")
+    print(
+        f"\nratios of the best {'wall-clock' if args.clock == 'wall' else 'process CPU'} times:"
+    )
     print("\n".join(lines))
 
 

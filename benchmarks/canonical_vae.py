@@ -5,6 +5,7 @@ It also offers ``encode``/``decode``/``prior`` returning distributions, so that 
 evaluators can score it (the decoder's logits are the pre-sigmoid outputs: the same model as the
 example's sigmoid probabilities).
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +65,9 @@ def canonical_loss(recon_x, x, mu, logvar):
     return bce + kld
 
 
-def canonical_step(model: CanonicalVAE, optimizer: torch.optim.Optimizer, data: torch.Tensor) -> torch.Tensor:
+def canonical_step(
+    model: CanonicalVAE, optimizer: torch.optim.Optimizer, data: torch.Tensor
+) -> torch.Tensor:
     """One step of the example's training loop; returns the batch's summed loss."""
     optimizer.zero_grad()
     recon_batch, mu, logvar = model(data)

@@ -13,6 +13,7 @@ Usage::
 Prints a markdown table: test reconstruction MSE (pixel probabilities against grey levels),
 test reconstruction NLL (nats per image, statically binarized test set) and test perplexity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ class LibraryVQVAE(nn.Module):
 
         self.num_codes = num_codes
         self.encoder = conv_trunk(1, hidden, code_dim)
-        self.quantizer = VectorQuantize(dim=code_dim, codebook_size=num_codes, accept_image_fmap=True, **vq_kwargs)
+        self.quantizer = VectorQuantize(
+            dim=code_dim, codebook_size=num_codes, accept_image_fmap=True, **vq_kwargs
+        )
         self.decoder = deconv_trunk(code_dim, hidden, 1)
 
     def forward(self, x):
@@ -59,13 +62,18 @@ def library_objective(model: LibraryVQVAE, x: torch.Tensor) -> dict[str, torch.T
     return {"loss": rec + commit, "reconstruction": rec}
 
 
-def evaluate(model, x_test: torch.Tensor, x_test_bin: torch.Tensor, num_codes: int) -> dict[str, float]:
+def evaluate(
+    model, x_test: torch.Tensor, x_test_bin: torch.Tensor, num_codes: int
+) -> dict[str, float]:
     """Test MSE of the pixel probabilities, Bernoulli NLL of the binarized images, code perplexity."""
     model.eval()
     with torch.no_grad():
         px = model(x_test)[0]  # both models return p(x | z_q) first
-        return {"mse": float(((px.mean - x_test) ** 2).mean()), "nll": float(-px.log_prob(x_test_bin).mean()),
-                "perplexity": metrics.codebook_perplexity(model.codes(x_test), num_codes)}
+        return {
+            "mse": float(((px.mean - x_test) ** 2).mean()),
+            "nll": float(-px.log_prob(x_test_bin).mean()),
+            "perplexity": metrics.codebook_perplexity(model.codes(x_test), num_codes),
+        }
 
 
 def main(argv=None) -> None:
@@ -87,35 +95,65 @@ def main(argv=None) -> None:
     k, d, hdn = args.num_codes, args.code_dim, args.hidden
     common = dict(decay=0.99, commitment_weight=0.25)
     contenders = {
-        "vaekit VectorQuantizer (EMA + dead-code restart)":
-            (lambda: vqvae.VQVAE(k, d, hdn, ema=True, restart=True), vqvae.objective),
-        "vaekit VectorQuantizer (loss-learned codebook, no restart)":
-            (lambda: vqvae.VQVAE(k, d, hdn, ema=False, restart=False), vqvae.objective),
-        "vector-quantize-pytorch VectorQuantize (EMA)":
-            (lambda: LibraryVQVAE(k, d, hdn, **common), library_objective),
-        "vector-quantize-pytorch VectorQuantize (EMA + kmeans init + dead-code threshold 2)":
-            (lambda: LibraryVQVAE(k, d, hdn, kmeans_init=True, threshold_ema_dead_code=2, **common),
-             library_objective),
+        "vaekit VectorQuantizer (EMA + dead-code restart)": (
+            lambda: vqvae.VQVAE(k, d, hdn, ema=True, restart=True),
+            vqvae.objective,
+        ),
+        "vaekit VectorQuantizer (loss-learned codebook, no restart)": (
+            lambda: vqvae.VQVAE(k, d, hdn, ema=False, restart=False),
+            vqvae.objective,
+        ),
+        "vector-quantize-pytorch VectorQuantize (EMA)": (
+            lambda: LibraryVQVAE(k, d, hdn, **common),
+            library_objective,
+        ),
+        "vector-quantize-pytorch VectorQuantize (EMA + kmeans init + dead-code threshold 2)": (
+            lambda: LibraryVQVAE(
+                k, d, hdn, kmeans_init=True, threshold_ema_dead_code=2, **common
+            ),
+            library_objective,
+        ),
     }
-    print(f"K={k}, D={d}, hidden={hdn}, {args.epochs} epochs of batch 128, Adam lr {args.lr}, seeds {args.seeds}\n")
+    print(
+        f"K={k}, D={d}, hidden={hdn}, {args.epochs} epochs of batch 128, Adam lr {args.lr}, seeds {args.seeds}\n"
+    )
     rows = []
     for name, (build, objective) in contenders.items():
         results, t0 = [], time.perf_counter()
         for seed in args.seeds:
             vaekit.seed_everything(seed)
             model = build()
-            vaekit.fit(model, objective, train.images, epochs=args.epochs, batch_size=128, lr=args.lr,
-                       device="cpu", seed=seed, transform=binarize, progress=False)
+            vaekit.fit(
+                model,
+                objective,
+                train.images,
+                epochs=args.epochs,
+                batch_size=128,
+                lr=args.lr,
+                device="cpu",
+                seed=seed,
+                transform=binarize,
+                progress=False,
+            )
             results.append(evaluate(model, test.images, x_test_bin, k))
         seconds = (time.perf_counter() - t0) / len(args.seeds)
         mean = {key: statistics.mean(r[key] for r in results) for key in results[0]}
-        spread = {key: (statistics.stdev(r[key] for r in results) if len(results) > 1 else 0.0) for key in results[0]}
+        spread = {
+            key: (
+                statistics.stdev(r[key] for r in results) if len(results) > 1 else 0.0
+            )
+            for key in results[0]
+        }
         rows.append((name, mean, spread, seconds))
-    print("| quantizer | test MSE | test recon NLL (nats) | test perplexity | s / run |")
+    print(
+        "| quantizer | test MSE | test recon NLL (nats) | test perplexity | s / run |"
+    )
     print("|---|---|---|---|---|")
     for name, mean, spread, seconds in rows:
-        print(f"| {name} | {mean['mse']:.4f} ± {spread['mse']:.4f} | {mean['nll']:.1f} ± {spread['nll']:.1f} "
-              f"| {mean['perplexity']:.1f} ± {spread['perplexity']:.1f} | {seconds:.0f} |")
+        print(
+            f"| {name} | {mean['mse']:.4f} ± {spread['mse']:.4f} | {mean['nll']:.1f} ± {spread['nll']:.1f} "
+            f"| {mean['perplexity']:.1f} ± {spread['perplexity']:.1f} | {seconds:.0f} |"
+        )
 
 
 if __name__ == "__main__":

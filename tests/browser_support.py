@@ -4,6 +4,7 @@ Used by ``tests/test_browser.py``. Everything here is bounded in time and cleans
 itself by id: the kernel through a REST ``DELETE`` of its session, the server by asking it to
 shut down and then, only if it does not, by signalling its own process.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ FIGURE_TIMEOUT = 60.0  # s: slider -> kernel callback -> figure update back in t
 # JupyterLab user settings for the throwaway settings folder: render every cell (so widgets in
 # cells below the fold are in the DOM) and never fetch news or check for updates.
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none"
+    },
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
@@ -70,7 +73,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5
+):
     """Poll ``predicate`` until it returns something truthy; ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -94,9 +99,15 @@ def prepare_notebook(path: Path, parameters: dict) -> None:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [
+        i
+        for i, c in enumerate(nb.cells)
+        if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     if not tagged:
-        raise ValueError(f"{path.name}: no cell tagged 'parameters' to inject {parameters} after")
+        raise ValueError(
+            f"{path.name}: no cell tagged 'parameters' to inject {parameters} after"
+        )
     source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
     injected = nbformat.v4.new_code_cell(source)
     injected.metadata["tags"] = ["injected-parameters"]
@@ -108,7 +119,10 @@ def notebook_has_widgets(path: Path) -> bool:
     """True when a code cell of the notebook builds an ipywidgets slider."""
     nb = nbformat.read(path, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    return bool(re.search(r"\b(ipywidgets|widgets)\b", code) and re.search(r"Slider\b|vaekit\.widgets", code))
+    return bool(
+        re.search(r"\b(ipywidgets|widgets)\b", code)
+        and re.search(r"Slider\b|vaekit\.widgets", code)
+    )
 
 
 # --------------------------------------------------------------------------- the server
@@ -131,23 +145,37 @@ class LabServer:
 
     def api(self, method: str, path: str, body=None, timeout: float = 60.0):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path.lstrip("/"), data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path.lstrip("/"),
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode()
         return json.loads(text) if text else None
 
     def log_tail(self, n: int = 40) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-n:]
+            )
         except OSError:
             return "(no server log)"
 
     def create_session(self, notebook: str, kernel: str = "python3") -> dict:
         """Start the notebook's kernel through the REST API, before the page opens it, so that
         JupyterLab attaches to this session instead of auto-starting kernels of its own."""
-        session = self.api("POST", "api/sessions", {
-            "path": notebook, "name": notebook, "type": "notebook", "kernel": {"name": kernel}})
+        session = self.api(
+            "POST",
+            "api/sessions",
+            {
+                "path": notebook,
+                "name": notebook,
+                "type": "notebook",
+                "kernel": {"name": kernel},
+            },
+        )
         self.sessions.append(session)
         return session
 
@@ -161,7 +189,9 @@ class LabServer:
             try:
                 self.api("DELETE", path)
             except urllib.error.HTTPError as e:
-                if e.code != 404:  # 404: already gone (deleting the session stops its kernel)
+                if (
+                    e.code != 404
+                ):  # 404: already gone (deleting the session stops its kernel)
                     raise
         if session in self.sessions:
             self.sessions.remove(session)
@@ -193,7 +223,12 @@ class LabServer:
 def lab_env(home: Path) -> dict:
     """The server's environment: throwaway Jupyter folders, one thread per kernel."""
     env = dict(os.environ)
-    for var in ("VAEKIT_METRICS", "VAEKIT_STATIC_FIGURES", "JUPYTER_PATH", "JUPYTER_TOKEN"):
+    for var in (
+        "VAEKIT_METRICS",
+        "VAEKIT_STATIC_FIGURES",
+        "JUPYTER_PATH",
+        "JUPYTER_TOKEN",
+    ):
         env.pop(var, None)
     folders = {
         "JUPYTER_CONFIG_DIR": "config",
@@ -206,7 +241,9 @@ def lab_env(home: Path) -> dict:
     for var, name in folders.items():
         (home / name).mkdir(parents=True, exist_ok=True)
         env[var] = str(home / name)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1"
+    )
     return env
 
 
@@ -219,13 +256,19 @@ def start_lab(root: Path, home: Path) -> LabServer:
         path.write_text(json.dumps(settings))
     port = free_port()
     cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.open_browser=False",
-        "--IdentityProvider.token=", "--ServerApp.password=",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
         "--ServerApp.disable_check_xsrf=True",  # the REST calls below carry no cookie
-        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.expose_app_in_browser=True",  # read-only inspection of cell outputs
         "--LabApp.extension_manager=readonly",  # no package index queries
     ]
@@ -233,13 +276,21 @@ def start_lab(root: Path, home: Path) -> LabServer:
         cmd.append("--allow-root")
     log_path = home / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     server = LabServer(root=root, home=home, port=port, proc=proc, log_path=log_path)
 
     def ready():
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with code {proc.returncode}:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"jupyter lab exited with code {proc.returncode}:\n{server.log_tail()}"
+            )
         try:
             server.api("GET", "api/status", timeout=5)
             return True
@@ -247,7 +298,9 @@ def start_lab(root: Path, home: Path) -> LabServer:
             return False
 
     try:
-        wait_until(ready, SERVER_START_TIMEOUT, f"jupyter lab on port {port}", interval=1.0)
+        wait_until(
+            ready, SERVER_START_TIMEOUT, f"jupyter lab on port {port}", interval=1.0
+        )
     except BaseException:
         server.stop()
         raise
@@ -285,22 +338,31 @@ class NotebookPage:
     def __init__(self, page, server: LabServer, notebook: str):
         self.page, self.server, self.notebook = page, server, notebook
         self.panel = None  # the notebook's panel in the page, once open
-        self.console_errors: list[str] = []  # errors the page logged to the browser console
-        page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.console_errors: list[
+            str
+        ] = []  # errors the page logged to the browser console
+        page.on(
+            "console",
+            lambda m: m.type == "error" and self.console_errors.append(m.text),
+        )
 
     def open(self) -> None:
         """Open the notebook alone in a fresh workspace (``?reset``: no tabs restored from an
         earlier page, which would start their kernels) and wait until its kernel is idle."""
         workspace = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.notebook).stem)
-        self.page.goto(f"{self.server.url}lab/workspaces/{workspace}/tree/{self.notebook}?reset",
-                       timeout=PAGE_LOAD_TIMEOUT * 1000)
+        self.page.goto(
+            f"{self.server.url}lab/workspaces/{workspace}/tree/{self.notebook}?reset",
+            timeout=PAGE_LOAD_TIMEOUT * 1000,
+        )
         self.page.wait_for_function(
             """path => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                  const kernel = w && w.sessionContext && w.sessionContext.session
                                 && w.sessionContext.session.kernel;
                  return w && w.context && w.context.path === path && w.content.widgets.length > 0
                         && kernel && kernel.status === 'idle'; }""",
-            arg=self.notebook, timeout=PAGE_LOAD_TIMEOUT * 1000)
+            arg=self.notebook,
+            timeout=PAGE_LOAD_TIMEOUT * 1000,
+        )
         panel_id = self.page.evaluate("() => window.jupyterapp.shell.currentWidget.id")
         self.panel = self.page.locator(f"[id='{panel_id}']")
 
@@ -311,19 +373,27 @@ class NotebookPage:
         """Run > Run All Cells from the menu bar; wait until every code cell has run or one
         raised. Raises ``AssertionError`` naming the error if a cell failed."""
         self.panel.locator(".jp-Cell").first.click()
-        self.page.locator("#jp-menu-panel .lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        label = self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+        self.page.locator(
+            "#jp-menu-panel .lm-MenuBar-item", has_text=re.compile(r"^Run$")
+        ).click()
+        label = self.page.locator(
+            ".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")
+        )
         self.page.locator(".lm-Menu-item", has=label).click()
 
         def finished():
             cells = self.cells()
             if any(c["prompt"] == "[*]:" for c in cells):
                 return None
-            if any(c["errors"] for c in cells) or (cells and all(c["count"] for c in cells)):
+            if any(c["errors"] for c in cells) or (
+                cells and all(c["count"] for c in cells)
+            ):
                 return cells
             return None
 
-        cells = wait_until(finished, RUN_ALL_TIMEOUT, f"Run All Cells of {self.notebook}", interval=1.0)
+        cells = wait_until(
+            finished, RUN_ALL_TIMEOUT, f"Run All Cells of {self.notebook}", interval=1.0
+        )
         errors = [e for c in cells for e in c["errors"]]
         assert not errors, f"{self.notebook}: a cell raised during Run All: {errors[0]}"
         return cells
@@ -333,13 +403,17 @@ class NotebookPage:
         go) and return its text; empty when nothing was logged."""
         item = self.page.locator(".jp-LogConsoleStatusItem [role='button']").first
         try:
-            if not item.count() or "log entr" not in (item.get_attribute("title") or ""):
+            if not item.count() or "log entr" not in (
+                item.get_attribute("title") or ""
+            ):
                 return ""
             item.click(timeout=timeout * 1000)
             panel = self.page.locator(".jp-LogConsolePanel").first
             panel.wait_for(timeout=timeout * 1000)
             return panel.inner_text(timeout=timeout * 1000).strip()
-        except Exception as e:  # diagnostics only: never hide the failure being reported
+        except (
+            Exception
+        ) as e:  # diagnostics only: never hide the failure being reported
             return f"(could not read the log console: {e})"
 
     def diagnostics(self, chars: int = 1500) -> str:
@@ -349,13 +423,17 @@ class NotebookPage:
         return f"JupyterLab Log Console:\n{log}\nbrowser console errors:\n{errors}"
 
     def slider(self, description: str) -> "Slider":
-        label = self.page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$"))
+        label = self.page.locator(
+            ".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$")
+        )
         root = self.panel.locator(".widget-slider", has=label)
         found = root.count()
         if found == 0:
             names = self.panel.locator(".widget-slider .widget-label").all_inner_texts()
-            raise AssertionError(f"{self.notebook}: no slider described {description!r}; "
-                                 f"sliders on the page: {names}")
+            raise AssertionError(
+                f"{self.notebook}: no slider described {description!r}; "
+                f"sliders on the page: {names}"
+            )
         return Slider(self.page, root.first)
 
     def figure(self, near: "Slider", title: str | None = None) -> "Figure":
@@ -364,14 +442,18 @@ class NotebookPage:
         if title is None:
             plot = near.cell.locator(".js-plotly-plot").first
             if plot.count() == 0:
-                raise AssertionError(f"{self.notebook}: no plotly figure in the slider's cell")
+                raise AssertionError(
+                    f"{self.notebook}: no plotly figure in the slider's cell"
+                )
             return Figure(plot)
         plots = self.panel.locator(".js-plotly-plot")
         titles = [plots.nth(i).evaluate(_FIGURE_TITLE_JS) for i in range(plots.count())]
         for i, t in enumerate(titles):
             if title in t:
                 return Figure(plots.nth(i))
-        raise AssertionError(f"{self.notebook}: no plotly figure titled {title!r}; titles: {titles}")
+        raise AssertionError(
+            f"{self.notebook}: no plotly figure titled {title!r}; titles: {titles}"
+        )
 
 
 class Figure:
@@ -381,11 +463,19 @@ class Figure:
     def state(self) -> str:
         return self.locator.evaluate(_FIGURE_JS)
 
-    def wait_for_change(self, before: str, what: str, timeout: float = FIGURE_TIMEOUT) -> str:
-        return wait_until(lambda: (s := self.state()) != before and s, timeout,
-                          f"the figure to change after {what}", interval=0.25)
+    def wait_for_change(
+        self, before: str, what: str, timeout: float = FIGURE_TIMEOUT
+    ) -> str:
+        return wait_until(
+            lambda: (s := self.state()) != before and s,
+            timeout,
+            f"the figure to change after {what}",
+            interval=0.25,
+        )
 
-    def wait_until_still(self, quiet: float = 1.0, timeout: float = FIGURE_TIMEOUT) -> str:
+    def wait_until_still(
+        self, quiet: float = 1.0, timeout: float = FIGURE_TIMEOUT
+    ) -> str:
         """Wait until the figure has not changed for ``quiet`` seconds (in-flight updates landed)."""
         last, since = self.state(), time.monotonic()
         deadline = time.monotonic() + timeout
@@ -413,11 +503,15 @@ class Slider:
         self.track = root.locator(".noUi-target").first
         self.readout = root.locator(".widget-readout").first
         self.step = None  # learnt from the arrow keys: one press moves one step
-        self.cell = root.locator(_ancestor("jp-Cell"))  # the notebook cell that displayed it
+        self.cell = root.locator(
+            _ancestor("jp-Cell")
+        )  # the notebook cell that displayed it
         self.output = root.locator(_ancestor("jp-OutputArea"))  # that cell's outputs
 
     def value(self) -> float:
-        return float(self.readout.inner_text().strip().replace("\u2212", "-"))  # d3's minus sign
+        return float(
+            self.readout.inner_text().strip().replace("\u2212", "-")
+        )  # d3's minus sign
 
     def decimals(self) -> int:
         """Digits after the decimal point in the readout."""
@@ -425,8 +519,10 @@ class Slider:
         return len(shown.split(".")[1]) if "." in shown else 0
 
     def bounds(self) -> tuple[float, float]:
-        return (float(self.handle.get_attribute("aria-valuemin")),
-                float(self.handle.get_attribute("aria-valuemax")))
+        return (
+            float(self.handle.get_attribute("aria-valuemin")),
+            float(self.handle.get_attribute("aria-valuemax")),
+        )
 
     def _toward_room(self) -> int:
         """+1 to move right, -1 to move left: towards the farther end of the range."""
@@ -452,7 +548,9 @@ class Slider:
         for _ in range(n):
             self.handle.press(key)
         try:
-            wait_until(lambda: self.value() != before, 10, "the handle to move", interval=0.1)
+            wait_until(
+                lambda: self.value() != before, 10, "the handle to move", interval=0.1
+            )
         except TimeoutError:
             return  # the test reports the unmoved slider
         # The slider's step, learnt to the readout's precision (None if the handle did not move).
@@ -463,8 +561,14 @@ class Slider:
         the far end, press Enter; returns the text typed."""
         lo, hi = self.bounds()
         decimals = self.decimals()
-        target = hi - fraction * (hi - lo) if self._toward_room() > 0 else lo + fraction * (hi - lo)
-        if self.step:  # a value on the slider's grid, which is what the slider will show
+        target = (
+            hi - fraction * (hi - lo)
+            if self._toward_room() > 0
+            else lo + fraction * (hi - lo)
+        )
+        if (
+            self.step
+        ):  # a value on the slider's grid, which is what the slider will show
             target = lo + round((target - lo) / self.step) * self.step
         text = f"{target:.{decimals}f}"
         if float(text) == self.value():  # never type the value it already has

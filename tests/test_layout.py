@@ -4,6 +4,7 @@ Layers, from the bottom: the core (top-level modules: data, device, distribution
 train, schedules, utils), models, inference, evaluation, figures, runner. A module may import from its
 own layer and the layers below it. Every import counts, including those inside functions.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,7 +14,10 @@ import vaekit
 
 PACKAGE = Path(vaekit.__file__).resolve().parent
 LAYERS = ["core", "models", "inference", "evaluation", "figures", "runner"]
-FACADES = {"vaekit", "vaekit.__main__"}  # the package's public names and `python -m vaekit` may import anything
+FACADES = {
+    "vaekit",
+    "vaekit.__main__",
+}  # the package's public names and `python -m vaekit` may import anything
 
 
 def module_name(path: Path) -> str:
@@ -45,10 +49,16 @@ def imports(path: Path) -> set[str]:
                 base = node.module
             else:
                 continue
-            for a in node.names:  # `from . import metrics` imports a module; `from .x import f`, module x
+            for a in (
+                node.names
+            ):  # `from . import metrics` imports a module; `from .x import f`, module x
                 candidate = f"{base}.{a.name}"
-                found.add(candidate if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
-                          or (PACKAGE.parent / candidate.replace(".", "/")).is_dir() else base)
+                found.add(
+                    candidate
+                    if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
+                    or (PACKAGE.parent / candidate.replace(".", "/")).is_dir()
+                    else base
+                )
     return found - {name}
 
 
@@ -57,14 +67,22 @@ def graph() -> dict[str, set[str]]:
 
 
 def violations(g: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{src} ({LAYERS[layer(src)]}) imports {dst} ({LAYERS[layer(dst)]})"
-                  for src, targets in g.items() if src not in FACADES
-                  for dst in targets if layer(dst) > layer(src))
+    return sorted(
+        f"{src} ({LAYERS[layer(src)]}) imports {dst} ({LAYERS[layer(dst)]})"
+        for src, targets in g.items()
+        if src not in FACADES
+        for dst in targets
+        if layer(dst) > layer(src)
+    )
 
 
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:
     """Import cycles between modules (package __init__ files, which only gather their modules, left out)."""
-    modules = {m for m in g if m not in FACADES and not (PACKAGE.parent / m.replace(".", "/")).is_dir()}
+    modules = {
+        m
+        for m in g
+        if m not in FACADES and not (PACKAGE.parent / m.replace(".", "/")).is_dir()
+    }
     edges = {m: {d for d in g[m] if d in modules} for m in modules}
     found, state = [], {}
 
@@ -73,7 +91,7 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
         stack.append(m)
         for d in sorted(edges[m]):
             if state.get(d) == 1:
-                found.append(stack[stack.index(d):] + [d])
+                found.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d, stack)
         stack.pop()
@@ -88,12 +106,18 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 def test_every_module_sits_in_a_known_layer():
     g = graph()
     assert len(g) > 30
-    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} - {"notebooks"}
-    assert folders == set(LAYERS[1:]), f"subpackages {sorted(folders)} differ from the layers {LAYERS[1:]}"
+    folders = {
+        p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    } - {"notebooks"}
+    assert folders == set(LAYERS[1:]), (
+        f"subpackages {sorted(folders)} differ from the layers {LAYERS[1:]}"
+    )
 
 
 def test_imports_run_from_the_runner_down_to_the_core():
-    assert not violations(graph()), "imports against the layering:\n" + "\n".join(violations(graph()))
+    assert not violations(graph()), "imports against the layering:\n" + "\n".join(
+        violations(graph())
+    )
 
 
 def test_no_import_cycles():
@@ -103,18 +127,47 @@ def test_no_import_cycles():
 def test_the_checks_catch_a_wrong_import():
     g = graph()
     g["vaekit.models.vae"] = g["vaekit.models.vae"] | {"vaekit.evaluation.metrics"}
-    assert violations(g) == ["vaekit.models.vae (models) imports vaekit.evaluation.metrics (evaluation)"]
-    g["vaekit.evaluation.metrics"] = g["vaekit.evaluation.metrics"] | {"vaekit.models.vae"}
+    assert violations(g) == [
+        "vaekit.models.vae (models) imports vaekit.evaluation.metrics (evaluation)"
+    ]
+    g["vaekit.evaluation.metrics"] = g["vaekit.evaluation.metrics"] | {
+        "vaekit.models.vae"
+    }
     assert cycles(g)
     g = graph()
-    g["vaekit.train"] = g["vaekit.train"] | {"vaekit.runner"}  # a package counts as its layer
+    g["vaekit.train"] = g["vaekit.train"] | {
+        "vaekit.runner"
+    }  # a package counts as its layer
     assert violations(g) == ["vaekit.train (core) imports vaekit.runner (runner)"]
 
 
 def test_public_names_are_kept():
-    for name in ["VAE", "elbo", "iwae_bound", "fit", "record", "recorded", "seed_everything", "smoke_requested",
-                 "default_device", "module_device", "autoregressive", "compare", "data", "distributions", "hmc",
-                 "information", "metrics", "nets", "objectives", "priors", "ssvae", "train", "viz", "wake_sleep"]:
+    for name in [
+        "VAE",
+        "elbo",
+        "iwae_bound",
+        "fit",
+        "record",
+        "recorded",
+        "seed_everything",
+        "smoke_requested",
+        "default_device",
+        "module_device",
+        "autoregressive",
+        "compare",
+        "data",
+        "distributions",
+        "hmc",
+        "information",
+        "metrics",
+        "nets",
+        "objectives",
+        "priors",
+        "ssvae",
+        "train",
+        "viz",
+        "wake_sleep",
+    ]:
         assert hasattr(vaekit, name), name
     assert vaekit.viz is vaekit.figures.plots
     assert vaekit.metrics.codebook_usage is vaekit.models.vq.codebook_usage

@@ -1,4 +1,5 @@
 """The linear Gaussian model against closed forms, quadrature and Bayes' rule."""
+
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from vaekit.inference.objectives import elbo, iwae_bound
 def numpy_log_marginal(w, b, sigma, x):
     """log N(x; b, W W^T + sigma^2 I) written out in float64 NumPy."""
     w, b, x = (np.asarray(a, dtype=np.float64) for a in (w, b, x))
-    cov = w @ w.T + sigma ** 2 * np.eye(len(b))
+    cov = w @ w.T + sigma**2 * np.eye(len(b))
     diff = x - b
     _, logdet = np.linalg.slogdet(cov)
     maha = np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff)
@@ -23,7 +24,9 @@ def numpy_log_marginal(w, b, sigma, x):
 def test_log_marginal_matches_written_out_gaussian():
     m = LinearGaussian.random(6, 3, sigma=0.4, seed=2)
     x, _ = m.sample(7, torch.Generator().manual_seed(0))
-    want = numpy_log_marginal(m.weight.detach(), m.bias.detach(), float(m.sigma.detach()), x)
+    want = numpy_log_marginal(
+        m.weight.detach(), m.bias.detach(), float(m.sigma.detach()), x
+    )
     np.testing.assert_allclose(m.log_marginal(x).detach().numpy(), want, atol=2e-4)
 
 
@@ -48,9 +51,13 @@ def test_posterior_is_bayes_rule():
     x, _ = m.sample(6, torch.Generator().manual_seed(2))
     with torch.no_grad():
         post = m.posterior(x)
-        z = 3 * torch.randn(20, 6, 3, dtype=torch.float64)  # (S, B, d), far from the posterior too
+        z = 3 * torch.randn(
+            20, 6, 3, dtype=torch.float64
+        )  # (S, B, d), far from the posterior too
         diff = m.log_joint(x, z) - post.log_prob(z)  # (S, B)
-        torch.testing.assert_close(diff, m.log_marginal(x).expand_as(diff), atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            diff, m.log_marginal(x).expand_as(diff), atol=1e-9, rtol=0
+        )
     assert post.batch_shape == (6,) and post.event_shape == (3,)
 
 
@@ -62,7 +69,7 @@ def test_posterior_moments_match_a_grid():
     with torch.no_grad():
         w = torch.softmax(m.log_joint(x, z), 0)  # (G, B)
         mean = (w * z[:, :, 0]).sum(0)
-        var = (w * z[:, :, 0] ** 2).sum(0) - mean ** 2
+        var = (w * z[:, :, 0] ** 2).sum(0) - mean**2
         post = m.posterior(x)
     torch.testing.assert_close(post.mean[:, 0], mean, atol=1e-8, rtol=0)
     torch.testing.assert_close(post.variance[:, 0], var, atol=1e-8, rtol=0)
@@ -74,9 +81,13 @@ def test_sample_matches_marginal_moments():
     assert x.shape == (200_000, 3) and z.shape == (200_000, 2)
     marg = m.marginal()
     torch.testing.assert_close(x.mean(0), marg.mean, atol=0.02, rtol=0)
-    torch.testing.assert_close(torch.cov(x.T), marg.covariance_matrix, atol=0.03, rtol=0.01)
+    torch.testing.assert_close(
+        torch.cov(x.T), marg.covariance_matrix, atol=0.03, rtol=0.01
+    )
     # a wrong noise level would show in the average log-density: E log p(x) = -H[p(x)]
-    torch.testing.assert_close(m.log_marginal(x).mean(), -marg.entropy(), atol=0.01, rtol=0)
+    torch.testing.assert_close(
+        m.log_marginal(x).mean(), -marg.entropy(), atol=0.01, rtol=0
+    )
 
 
 def test_exact_posterior_makes_the_bounds_tight():
@@ -86,7 +97,9 @@ def test_exact_posterior_makes_the_bounds_tight():
         exact = m.log_marginal(x)
         post = m.posterior(x)
         torch.testing.assert_close(elbo(m, x, k=4, q=post), exact, atol=1e-9, rtol=0)
-        torch.testing.assert_close(iwae_bound(m, x, 16, q=post), exact, atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            iwae_bound(m, x, 16, q=post), exact, atol=1e-9, rtol=0
+        )
         q = diag_gaussian(post.mean, torch.ones_like(post.mean))  # a worse proposal
         assert bool((elbo(m, x, k=2000, q=q) < exact).all())
 
@@ -95,12 +108,21 @@ def test_learnable_or_fixed_and_dtype_device():
     m = LinearGaussian.random(4, 2)
     assert {n for n, _ in m.named_parameters()} == {"weight", "bias", "log_sigma"}
     fixed = LinearGaussian.random(4, 2, learnable=False)
-    assert list(fixed.parameters()) == [] and {n for n, _ in fixed.named_buffers()} == {"weight", "bias", "log_sigma"}
+    assert list(fixed.parameters()) == [] and {n for n, _ in fixed.named_buffers()} == {
+        "weight",
+        "bias",
+        "log_sigma",
+    }
     d = fixed.double()
-    assert d.prior.sample().dtype == torch.float64 and d.decode(torch.zeros(2, dtype=torch.float64)).mean.dtype == torch.float64
+    assert (
+        d.prior.sample().dtype == torch.float64
+        and d.decode(torch.zeros(2, dtype=torch.float64)).mean.dtype == torch.float64
+    )
     assert d.sample(3)[0].dtype == torch.float64
     assert (m.x_dim, m.z_dim) == (4, 2)
-    torch.testing.assert_close(float(LinearGaussian(torch.eye(2), torch.zeros(2), 0.3).sigma.detach()), 0.3)
+    torch.testing.assert_close(
+        float(LinearGaussian(torch.eye(2), torch.zeros(2), 0.3).sigma.detach()), 0.3
+    )
 
 
 def test_maximum_likelihood_by_gradient_ascent_matches_closed_form():
@@ -123,8 +145,10 @@ def test_maximum_likelihood_by_gradient_ascent_matches_closed_form():
         logdet = torch.log(lam1) + 2 * torch.log(sigma2_ml)
         best = -0.5 * (3 * math.log(2 * math.pi) + logdet + 3)
         assert abs(float(model.log_marginal(x).mean() - best)) < 1e-3
-        torch.testing.assert_close(model.sigma ** 2, sigma2_ml, atol=2e-3, rtol=0)
-        torch.testing.assert_close(model.marginal().covariance_matrix, c_ml, atol=0.02, rtol=0)
+        torch.testing.assert_close(model.sigma**2, sigma2_ml, atol=2e-3, rtol=0)
+        torch.testing.assert_close(
+            model.marginal().covariance_matrix, c_ml, atol=0.02, rtol=0
+        )
 
 
 def test_bad_input_is_named():

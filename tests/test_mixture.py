@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from vaekit import data
-from vaekit.models.mixture import GaussianMixture, brute_force_log_marginal, em_step, fit_em, match_components
+from vaekit.models.mixture import (
+    GaussianMixture,
+    brute_force_log_marginal,
+    em_step,
+    fit_em,
+    match_components,
+)
 from vaekit.train import fit
 
 
@@ -34,7 +40,9 @@ def test_parameters_round_trip():
 def test_log_marginal_matches_written_out_sum():
     m = random_mixture()
     x = 2 * torch.randn(50, 3)
-    want = brute_force_log_marginal(m.means.detach(), m.covariances.detach(), m.weights.detach(), x)
+    want = brute_force_log_marginal(
+        m.means.detach(), m.covariances.detach(), m.weights.detach(), x
+    )
     with torch.no_grad():
         np.testing.assert_allclose(m.log_marginal(x).numpy(), want, atol=1e-4)
         np.testing.assert_allclose(m.log_marginal_by_sum(x).numpy(), want, atol=1e-4)
@@ -45,11 +53,26 @@ def test_brute_force_log_marginal_matches_scipy_and_rejects_bad_shapes():
 
     m = random_mixture(seed=3)
     x = 2 * torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
-    means, covs, w = m.means.detach().double(), m.covariances.detach().double(), m.weights.detach().double()
-    want = np.log(sum(float(w[k]) * multivariate_normal(means[k].numpy(), covs[k].numpy()).pdf(x.double().numpy())
-                      for k in range(4)))
-    np.testing.assert_allclose(brute_force_log_marginal(means, covs, w, x), want, rtol=1e-12)
-    assert np.isneginf(brute_force_log_marginal(means, covs, w, torch.full((1, 3), 1e3))).all()  # underflows, as documented
+    means, covs, w = (
+        m.means.detach().double(),
+        m.covariances.detach().double(),
+        m.weights.detach().double(),
+    )
+    want = np.log(
+        sum(
+            float(w[k])
+            * multivariate_normal(means[k].numpy(), covs[k].numpy()).pdf(
+                x.double().numpy()
+            )
+            for k in range(4)
+        )
+    )
+    np.testing.assert_allclose(
+        brute_force_log_marginal(means, covs, w, x), want, rtol=1e-12
+    )
+    assert np.isneginf(
+        brute_force_log_marginal(means, covs, w, torch.full((1, 3), 1e3))
+    ).all()  # underflows, as documented
     with pytest.raises(ValueError, match="covariances"):
         brute_force_log_marginal(means, covs[:, :2], w, x)
 
@@ -66,17 +89,23 @@ def test_density_integrates_to_one():
 def test_responsibilities_are_bayes_rule_and_match_sklearn():
     sk_mixture = pytest.importorskip("sklearn.mixture")
     x, _ = toy(500)
-    sk = sk_mixture.GaussianMixture(3, covariance_type="full", random_state=0).fit(x.numpy())
+    sk = sk_mixture.GaussianMixture(3, covariance_type="full", random_state=0).fit(
+        x.numpy()
+    )
     m = GaussianMixture(sk.means_, sk.covariances_, sk.weights_).double()
     xd = x.double()
     with torch.no_grad():
-        np.testing.assert_allclose(m.log_marginal(xd).numpy(), sk.score_samples(x.numpy()), atol=1e-6)
+        np.testing.assert_allclose(
+            m.log_marginal(xd).numpy(), sk.score_samples(x.numpy()), atol=1e-6
+        )
         r = m.responsibilities(xd)
         np.testing.assert_allclose(r.numpy(), sk.predict_proba(x.numpy()), atol=1e-6)
         torch.testing.assert_close(r.sum(-1), torch.ones(len(x), dtype=torch.float64))
         # log p(z, x) - log p(z | x) = log p(x) for every z
         diff = m.log_joint(xd) - m.posterior(xd).logits
-        torch.testing.assert_close(diff, m.log_marginal(xd).unsqueeze(-1).expand_as(diff))
+        torch.testing.assert_close(
+            diff, m.log_marginal(xd).unsqueeze(-1).expand_as(diff)
+        )
 
 
 def test_decode_and_prior_are_the_latent_variable_model():
@@ -88,8 +117,14 @@ def test_decode_and_prior_are_the_latent_variable_model():
     torch.testing.assert_close(m.prior.probs, m.weights)
     x = torch.randn(5, 3)
     with torch.no_grad():
-        manual = torch.stack([m.decode(torch.full((5,), k)).log_prob(x) + m.prior.log_prob(torch.tensor(k))
-                              for k in range(4)], -1)
+        manual = torch.stack(
+            [
+                m.decode(torch.full((5,), k)).log_prob(x)
+                + m.prior.log_prob(torch.tensor(k))
+                for k in range(4)
+            ],
+            -1,
+        )
         torch.testing.assert_close(manual, m.log_joint(x))
 
 
@@ -101,7 +136,9 @@ def test_sampling_z_then_x():
     for k in range(3):
         xk = x[z == k]
         torch.testing.assert_close(xk.mean(0), m.means[k].detach(), atol=0.02, rtol=0)
-        torch.testing.assert_close(torch.cov(xk.T), m.covariances[k].detach(), atol=0.03, rtol=0)
+        torch.testing.assert_close(
+            torch.cov(xk.T), m.covariances[k].detach(), atol=0.03, rtol=0
+        )
     # The samples follow the density: their mean -log p(x) is the entropy -∫ p log p, here on a grid
     t = torch.linspace(-9, 9, 721, dtype=torch.float64)
     with torch.no_grad():
@@ -119,11 +156,23 @@ def test_em_is_monotone_and_matches_sklearn():
     assert all(b >= a - 1e-12 for a, b in zip(before, before[1:])), before
     trace = fit_em(m, xd, iterations=500, tol=1e-10)
     assert all(b >= a - 1e-10 for a, b in zip(trace, trace[1:]))
-    sk = sk_mixture.GaussianMixture(3, tol=1e-10, max_iter=1000, reg_covar=1e-6, random_state=0).fit(x.numpy())
+    sk = sk_mixture.GaussianMixture(
+        3, tol=1e-10, max_iter=1000, reg_covar=1e-6, random_state=0
+    ).fit(x.numpy())
     assert abs(trace[-1] - sk.score(x.numpy())) < 1e-5
     perm = match_components(m, torch.as_tensor(sk.means_))
-    torch.testing.assert_close(m.means.detach()[perm], torch.as_tensor(sk.means_, dtype=torch.float64), atol=1e-3, rtol=0)
-    torch.testing.assert_close(m.covariances.detach()[perm], torch.as_tensor(sk.covariances_, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        m.means.detach()[perm],
+        torch.as_tensor(sk.means_, dtype=torch.float64),
+        atol=1e-3,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        m.covariances.detach()[perm],
+        torch.as_tensor(sk.covariances_, dtype=torch.float64),
+        atol=1e-3,
+        rtol=0,
+    )
 
 
 def test_em_recovers_the_generating_parameters():
@@ -131,9 +180,18 @@ def test_em_recovers_the_generating_parameters():
     m = GaussianMixture.init_from_data(x, 3, seed=0)
     fit_em(m, x)
     perm = match_components(m, torch.tensor(data.TOY_MEANS))
-    torch.testing.assert_close(m.means.detach()[perm], torch.tensor(data.TOY_MEANS), atol=0.03, rtol=0)
-    torch.testing.assert_close(m.covariances.detach()[perm], torch.tensor(data.TOY_COVARIANCES), atol=0.04, rtol=0)
-    torch.testing.assert_close(m.weights.detach(), torch.full((3,), 1 / 3), atol=0.01, rtol=0)
+    torch.testing.assert_close(
+        m.means.detach()[perm], torch.tensor(data.TOY_MEANS), atol=0.03, rtol=0
+    )
+    torch.testing.assert_close(
+        m.covariances.detach()[perm],
+        torch.tensor(data.TOY_COVARIANCES),
+        atol=0.04,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        m.weights.detach(), torch.full((3,), 1 / 3), atol=0.01, rtol=0
+    )
 
 
 def test_gradient_ascent_reaches_the_em_optimum():
@@ -141,7 +199,15 @@ def test_gradient_ascent_reaches_the_em_optimum():
     em = GaussianMixture.init_from_data(x, 3, seed=0)
     em_ll = fit_em(em, x)[-1]
     gd = GaussianMixture.init_from_data(x, 3, seed=0)
-    fit(gd, lambda m, xb: -m.log_marginal(xb), x, epochs=150, batch_size=500, lr=0.03, progress=False)
+    fit(
+        gd,
+        lambda m, xb: -m.log_marginal(xb),
+        x,
+        epochs=150,
+        batch_size=500,
+        lr=0.03,
+        progress=False,
+    )
     with torch.no_grad():
         gd_ll = float(gd.log_marginal(x).mean())
     assert em_ll - 0.005 < gd_ll <= em_ll + 1e-4, (gd_ll, em_ll)
@@ -151,7 +217,9 @@ def test_ellipses_lie_at_the_mahalanobis_radius():
     m = GaussianMixture(data.TOY_MEANS, data.TOY_COVARIANCES)
     pts = m.ellipses(radius=2.0, points=50)  # (K, P, 2)
     diff = pts - m.means.detach().unsqueeze(1)
-    maha = torch.einsum("kpi,kij,kpj->kp", diff, torch.linalg.inv(m.covariances.detach()), diff)
+    maha = torch.einsum(
+        "kpi,kij,kpj->kp", diff, torch.linalg.inv(m.covariances.detach()), diff
+    )
     torch.testing.assert_close(maha, torch.full_like(maha, 4.0), atol=1e-4, rtol=0)
 
 

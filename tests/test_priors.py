@@ -1,4 +1,5 @@
 """Mixture-of-Gaussians and VampPrior priors against brute-force sums, and inside a VAE."""
+
 import math
 
 import pytest
@@ -11,7 +12,9 @@ from vaekit import metrics, objectives, priors
 
 def normal_log_density(z, loc, scale):
     """log N(z; loc, scale^2) written out, summed over the last axis."""
-    return (-0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return (
+        -0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+    ).sum(-1)
 
 
 def test_mixture_log_prob_is_the_weighted_sum_of_components():
@@ -22,8 +25,20 @@ def test_mixture_log_prob_is_the_weighted_sum_of_components():
         prior.log_scale.add_(0.3 * torch.randn(4, 3, dtype=torch.float64))
     z = 2 * torch.randn(9, 3, dtype=torch.float64)
     w = torch.softmax(prior.logits.detach(), 0)
-    brute = torch.stack([torch.log(sum(w[k] * torch.exp(normal_log_density(zi, prior.loc[k], prior.log_scale[k].exp()))
-                                       for k in range(4))) for zi in z]).detach()
+    brute = torch.stack(
+        [
+            torch.log(
+                sum(
+                    w[k]
+                    * torch.exp(
+                        normal_log_density(zi, prior.loc[k], prior.log_scale[k].exp())
+                    )
+                    for k in range(4)
+                )
+            )
+            for zi in z
+        ]
+    ).detach()
     torch.testing.assert_close(prior().log_prob(z).detach(), brute, atol=1e-12, rtol=0)
 
 
@@ -60,8 +75,12 @@ def test_vamp_prior_with_one_pseudo_input_is_the_encoders_gaussian():
     z = torch.randn(6, 3, dtype=torch.float64)
     with torch.no_grad():
         q = model.encoder(prior.pseudo_inputs())
-        torch.testing.assert_close(prior().log_prob(z), q.log_prob(z), atol=1e-12, rtol=0)
-        torch.testing.assert_close(prior.pseudo_inputs(), u, atol=1e-12, rtol=0)  # sigmoid(logit(u)) = u
+        torch.testing.assert_close(
+            prior().log_prob(z), q.log_prob(z), atol=1e-12, rtol=0
+        )
+        torch.testing.assert_close(
+            prior.pseudo_inputs(), u, atol=1e-12, rtol=0
+        )  # sigmoid(logit(u)) = u
 
 
 def test_vamp_prior_is_the_mean_of_the_encoders_posteriors():
@@ -72,8 +91,18 @@ def test_vamp_prior_is_the_mean_of_the_encoders_posteriors():
     with torch.no_grad():
         q = model.encoder(prior.pseudo_inputs())
         loc, scale = q.base_dist.loc, q.base_dist.scale  # (5, 2)
-        brute = torch.stack([torch.log(sum(torch.exp(normal_log_density(zi, loc[k], scale[k])) for k in range(5)) / 5)
-                             for zi in z])
+        brute = torch.stack(
+            [
+                torch.log(
+                    sum(
+                        torch.exp(normal_log_density(zi, loc[k], scale[k]))
+                        for k in range(5)
+                    )
+                    / 5
+                )
+                for zi in z
+            ]
+        )
         torch.testing.assert_close(prior().log_prob(z), brute, atol=1e-12, rtol=0)
     assert prior.pseudo_inputs().min() >= 0 and prior.pseudo_inputs().max() <= 1
 
@@ -83,12 +112,18 @@ def test_vamp_prior_shares_the_encoder_and_learns_pseudo_inputs():
     model.prior_net = priors.VampPrior(model.encoder, 4)
     names = [n for n, _ in model.named_parameters()]
     own = len(list(model.encoder.parameters())) + len(list(model.decoder.parameters()))
-    assert len(list(model.parameters())) == own + 1  # each shared weight once, plus the pseudo-inputs
-    assert "prior_net.pseudo_logits" in names and not any(n.startswith("prior_net.encoder") for n in names)
+    assert (
+        len(list(model.parameters())) == own + 1
+    )  # each shared weight once, plus the pseudo-inputs
+    assert "prior_net.pseudo_logits" in names and not any(
+        n.startswith("prior_net.encoder") for n in names
+    )
     loss = -model.prior.log_prob(torch.randn(3, 2, dtype=torch.float64)).sum()
     loss.backward()
     assert model.prior_net.pseudo_logits.grad.abs().sum() > 0
-    assert model.encoder.head.weight.grad.abs().sum() > 0  # the prior's gradient reaches the shared encoder
+    assert (
+        model.encoder.head.weight.grad.abs().sum() > 0
+    )  # the prior's gradient reaches the shared encoder
 
 
 @pytest.mark.parametrize("name", ["mog", "vamp"])
@@ -97,10 +132,22 @@ def test_a_vae_with_a_richer_prior_trains_and_is_evaluated(name):
     model.prior_net = priors.make_prior(name, model, components=3, n_pseudo=3)
     x = (torch.rand(64, 1, 4, 4) > 0.5).double()
     before = [p.detach().clone() for p in model.prior_net.parameters()]
-    vaekit.fit(model, lambda m, xb: -objectives.elbo(m, xb), x, steps=20, batch_size=16, progress=False, device="cpu")
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.prior_net.parameters()))  # the prior is learned
+    vaekit.fit(
+        model,
+        lambda m, xb: -objectives.elbo(m, xb),
+        x,
+        steps=20,
+        batch_size=16,
+        progress=False,
+        device="cpu",
+    )
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, model.prior_net.parameters())
+    )  # the prior is learned
     torch.manual_seed(0)
-    bound = objectives.elbo(model, x, k=1).mean()  # a sampled KL: no closed form for a mixture prior
+    bound = objectives.elbo(
+        model, x, k=1
+    ).mean()  # a sampled KL: no closed form for a mixture prior
     torch.manual_seed(0)
     ll = metrics.log_likelihood(model, x, k=200, progress=False)
     assert torch.isfinite(ll).all() and ll.mean() >= bound - 0.05
@@ -114,7 +161,9 @@ def test_make_prior_follows_the_model_dtype_and_standard_is_n01():
         assert prior().sample((3,)).dtype == torch.float64
     p = priors.make_prior("standard", model)()
     z = torch.randn(4, 2, dtype=torch.float64)
-    torch.testing.assert_close(p.log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1).double())
+    torch.testing.assert_close(
+        p.log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1).double()
+    )
 
 
 def test_bad_input_is_refused_naming_it():

@@ -1,4 +1,5 @@
 """Recording headline numbers, and the default device."""
+
 import json
 
 import pytest
@@ -18,7 +19,9 @@ def test_record_writes_json_atomically(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [target]
 
 
-@pytest.mark.parametrize("value, error", [(float("nan"), ValueError), ("12", TypeError), ([1, 2], TypeError)])
+@pytest.mark.parametrize(
+    "value, error", [(float("nan"), ValueError), ("12", TypeError), ([1, 2], TypeError)]
+)
 def test_record_rejects_non_numbers(value, error):
     with pytest.raises(error, match="record"):
         vaekit.record("x", value)

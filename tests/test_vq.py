@@ -1,4 +1,5 @@
 """Vector quantization, the VQ-VAE and the PixelCNN prior over code grids."""
+
 import itertools
 import math
 
@@ -31,8 +32,12 @@ def test_indices_are_nearest_codes_and_round_trip_to_the_quantized_tensor():
     flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
     brute = torch.cdist(flat, q.codebook).argmin(1)
     assert torch.equal(out.indices.reshape(-1), brute)
-    assert torch.equal(q.lookup(out.indices), out.quantized)  # exactly: value of quantized is e
-    assert torch.allclose(out.quantized.permute(0, 2, 3, 1).reshape(-1, 4), q.codebook[brute])
+    assert torch.equal(
+        q.lookup(out.indices), out.quantized
+    )  # exactly: value of quantized is e
+    assert torch.allclose(
+        out.quantized.permute(0, 2, 3, 1).reshape(-1, 4), q.codebook[brute]
+    )
 
 
 def test_straight_through_gradient_is_the_decoder_gradient_at_the_quantized_point():
@@ -50,7 +55,9 @@ def test_straight_through_gradient_is_the_decoder_gradient_at_the_quantized_poin
     e = q.lookup(out.indices).clone().requires_grad_(True)
     loss_of(e).backward()
     assert not torch.allclose(z.detach(), e.detach())  # the two points differ ...
-    assert torch.allclose(z.grad, e.grad, atol=1e-6)  # ... the encoder gets the gradient at e, unchanged
+    assert torch.allclose(
+        z.grad, e.grad, atol=1e-6
+    )  # ... the encoder gets the gradient at e, unchanged
     assert z.grad.abs().sum() > 0
 
 
@@ -59,7 +66,9 @@ def test_commitment_and_codebook_losses_have_the_right_gradients():
     z = torch.randn(3, 2, 2, 2, requires_grad=True)
     out = q(z)
     e = q.lookup(out.indices).detach()
-    torch.testing.assert_close(out.commitment_loss, 0.25 * ((z - e) ** 2).sum((1, 2, 3)))
+    torch.testing.assert_close(
+        out.commitment_loss, 0.25 * ((z - e) ** 2).sum((1, 2, 3))
+    )
     torch.testing.assert_close(out.codebook_loss, ((z - e) ** 2).sum((1, 2, 3)))
     out.loss.sum().backward()
     # d/dz_e of beta ||z_e - sg[e]||^2 only: the codebook term sends nothing to the encoder
@@ -75,7 +84,9 @@ def test_ema_update_matches_the_formula_and_moves_codes_towards_their_vectors():
     eps = 0.1  # large enough that leaving out the Laplace smoothing would show
     q = quantizer(k=4, d=2, decay=0.9, eps=eps, restart=False).train()
     before = q.codebook.clone()
-    z = before[torch.tensor([0, 0, 1, 2, 2, 2])] + 0.5 * torch.randn(6, 2)  # vectors near codes 0, 1, 2
+    z = before[torch.tensor([0, 0, 1, 2, 2, 2])] + 0.5 * torch.randn(
+        6, 2
+    )  # vectors near codes 0, 1, 2
     z = z.T.reshape(1, 2, 2, 3)  # (B=1, D=2, H=2, W=3)
     out = q(z)
     flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
@@ -86,7 +97,9 @@ def test_ema_update_matches_the_formula_and_moves_codes_towards_their_vectors():
     torch.testing.assert_close(q.codebook, m / smoothed[:, None])
     used = onehot.sum(0) > 0
     means = (onehot.T @ flat)[used] / onehot.sum(0)[used, None]
-    assert ((q.codebook[used] - means).norm(dim=1) < (before[used] - means).norm(dim=1)).all()
+    assert (
+        (q.codebook[used] - means).norm(dim=1) < (before[used] - means).norm(dim=1)
+    ).all()
 
 
 def test_ema_codes_converge_to_the_means_of_their_vectors():
@@ -98,7 +111,9 @@ def test_ema_codes_converge_to_the_means_of_their_vectors():
         q(z)
     idx = q.eval()(z).indices.reshape(-1)
     for k in idx.unique():
-        torch.testing.assert_close(q.codebook[k], flat[idx == k].mean(0), atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            q.codebook[k], flat[idx == k].mean(0), atol=1e-3, rtol=0
+        )
 
 
 def test_ema_codebook_gets_no_gradient_and_loss_excludes_the_codebook_term():
@@ -111,7 +126,9 @@ def test_ema_codebook_gets_no_gradient_and_loss_excludes_the_codebook_term():
 @pytest.mark.parametrize("ema", [True, False])
 def test_dead_codes_are_restarted_from_recent_encoder_outputs(ema):
     q = quantizer(k=4, d=2, ema=ema, restart=True, dead_after=3).train()
-    q.codebook.data[3] = torch.tensor([100.0, 100.0])  # far from every input: never chosen
+    q.codebook.data[3] = torch.tensor(
+        [100.0, 100.0]
+    )  # far from every input: never chosen
     if ema:
         q.ema_sum[3] = q.codebook[3]
     batches = [torch.randn(2, 2, 3, 3) for _ in range(3)]
@@ -121,7 +138,9 @@ def test_dead_codes_are_restarted_from_recent_encoder_outputs(ema):
     assert int(q.steps_unused[3]) == 2
     q(batches[2])  # third step without use: re-seeded from this batch's vectors
     flat = batches[2].permute(0, 2, 3, 1).reshape(-1, 2)
-    assert (flat == q.codebook[3]).all(1).any(), "a dead code must become one of the batch's encoder outputs"
+    assert (flat == q.codebook[3]).all(1).any(), (
+        "a dead code must become one of the batch's encoder outputs"
+    )
     assert int(q.steps_unused[3]) == 0
     out = q.eval()(batches[2])
     assert (out.indices == 3).any(), "the restarted code is used again"
@@ -155,7 +174,10 @@ def test_device_and_dtype_follow_the_caller():
     out = q(torch.empty(2, 4, 3, 3, device="meta"))
     assert out.quantized.device.type == "meta" and out.indices.shape == (2, 3, 3)
     with torch.device("meta"):
-        model, prior = VQVAE(8, 4, hidden=8, kmeans_init=True), PixelCNN(8, channels=4, layers=2)
+        model, prior = (
+            VQVAE(8, 4, hidden=8, kmeans_init=True),
+            PixelCNN(8, channels=4, layers=2),
+        )
     px, vq = model(torch.empty(3, 1, 28, 28, device="meta"))
     assert px.mean.device.type == "meta" and px.mean.shape == (3, 1, 28, 28)
     assert prior.log_prob(vq.indices).device.type == "meta"
@@ -184,12 +206,20 @@ def test_vqvae_objective_is_reconstruction_plus_quantizer_loss():
     x = torch.rand(3, 1, 28, 28).bernoulli()
     parts = vqvae.objective(model, x)
     assert parts["loss"].shape == (3,)
-    torch.testing.assert_close(parts["loss"], parts["reconstruction"] + parts["commitment"])
+    torch.testing.assert_close(
+        parts["loss"], parts["reconstruction"] + parts["commitment"]
+    )
     px = model.decode_indices(model.codes(x))
     torch.testing.assert_close(parts["reconstruction"], -px.log_prob(x))
     # with a uniform prior over grids, the bound is the reconstruction NLL plus 49 log K
-    uniform = type("Uniform", (), {"log_prob": lambda self, idx: torch.full((idx.shape[0],), -49 * math.log(16))})()
-    torch.testing.assert_close(model.nll_bound(x, uniform), parts["reconstruction"] + 49 * math.log(16))
+    uniform = type(
+        "Uniform",
+        (),
+        {"log_prob": lambda self, idx: torch.full((idx.shape[0],), -49 * math.log(16))},
+    )()
+    torch.testing.assert_close(
+        model.nll_bound(x, uniform), parts["reconstruction"] + 49 * math.log(16)
+    )
 
 
 # --- the PixelCNN prior -------------------------------------------------------------------------
@@ -199,11 +229,18 @@ def test_pixelcnn_log_prob_is_normalised_on_a_tiny_grid():
     with torch.no_grad():  # non-trivial conditionals
         for p in prior.parameters():
             p.add_(0.5 * torch.randn_like(p))
-    grids = torch.tensor(list(itertools.product(range(3), repeat=6))).view(-1, 2, 3)  # all 729 grids
+    grids = torch.tensor(list(itertools.product(range(3), repeat=6))).view(
+        -1, 2, 3
+    )  # all 729 grids
     logp = prior.log_prob(grids)
     assert logp.shape == (729,)
     assert logp.std() > 0.3, "the test needs a non-uniform distribution"
-    torch.testing.assert_close(torch.logsumexp(logp.double(), 0), torch.tensor(0.0, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.logsumexp(logp.double(), 0),
+        torch.tensor(0.0, dtype=torch.float64),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_pixelcnn_is_causal_without_a_blind_spot():
@@ -220,9 +257,15 @@ def test_pixelcnn_is_causal_without_a_blind_spot():
     try:
         for q in range(49):
             prior.logits(z)[0, :, q // 7, q % 7].pow(2).sum().backward()
-            g = emb["e"].grad[0].abs().sum(-1).reshape(-1)  # influence of each position on position q
-            assert (g[q:] == 0).all(), f"position {divmod(q, 7)} sees itself or the future"
-            assert (g[:q] > 0).all(), f"position {divmod(q, 7)} is blind to {divmod(int((g[:q] == 0).nonzero()[0]), 7)}"
+            g = (
+                emb["e"].grad[0].abs().sum(-1).reshape(-1)
+            )  # influence of each position on position q
+            assert (g[q:] == 0).all(), (
+                f"position {divmod(q, 7)} sees itself or the future"
+            )
+            assert (g[:q] > 0).all(), (
+                f"position {divmod(q, 7)} is blind to {divmod(int((g[:q] == 0).nonzero()[0]), 7)}"
+            )
     finally:
         hook.remove()
 
@@ -234,7 +277,12 @@ def test_pixelcnn_samples_follow_log_prob():
         for p in prior.parameters():
             p.add_(0.5 * torch.randn_like(p))
     s = prior.sample(6000, generator=torch.Generator().manual_seed(1))
-    assert s.shape == (6000, 1, 2) and s.dtype == torch.int64 and s.min() >= 0 and s.max() <= 2
+    assert (
+        s.shape == (6000, 1, 2)
+        and s.dtype == torch.int64
+        and s.min() >= 0
+        and s.max() <= 2
+    )
     grids = torch.tensor(list(itertools.product(range(3), repeat=2))).view(9, 1, 2)
     p = prior.log_prob(grids).exp().detach()
     freq = torch.stack([(s == g).all(-1).all(-1).float().mean() for g in grids])
@@ -248,8 +296,19 @@ def test_pixelcnn_fits_and_samples_the_default_grid():
     codes = torch.randint(2, (64, 7, 7))  # only codes 0 and 1 occur
     from vaekit import fit
 
-    h = fit(prior, pixelcnn.nll, codes, steps=60, batch_size=32, lr=1e-2, device="cpu", progress=False)
-    assert h["loss"][-1] < 49 * math.log(2) + 3  # close to the true 49 log 2 nats, far below 49 log 4
+    h = fit(
+        prior,
+        pixelcnn.nll,
+        codes,
+        steps=60,
+        batch_size=32,
+        lr=1e-2,
+        device="cpu",
+        progress=False,
+    )
+    assert (
+        h["loss"][-1] < 49 * math.log(2) + 3
+    )  # close to the true 49 log 2 nats, far below 49 log 4
     s = prior.sample(5)
     assert s.shape == (5, 7, 7) and (s < 2).float().mean() > 0.9
 
@@ -262,11 +321,25 @@ def test_pixelcnn_nll_monitor_records_the_log_prob_of_its_grids_every_few_steps(
     monitor = pixelcnn.NLLMonitor({"train": codes[:16], "held out": held_out}, every=5)
     from vaekit import fit
 
-    fit(prior, pixelcnn.nll, codes, steps=20, batch_size=32, lr=1e-2, device="cpu", progress=False, callbacks=[monitor])
+    fit(
+        prior,
+        pixelcnn.nll,
+        codes,
+        steps=20,
+        batch_size=32,
+        lr=1e-2,
+        device="cpu",
+        progress=False,
+        callbacks=[monitor],
+    )
     assert monitor.steps == [5, 10, 15, 20]
     with torch.no_grad():  # the last measurement is the trained model's
-        assert monitor.nll["train"][-1] == pytest.approx(-prior.log_prob(codes[:16]).mean().item(), rel=1e-6)
-        assert monitor.nll["held out"][-1] == pytest.approx(-prior.log_prob(held_out).mean().item(), rel=1e-6)
+        assert monitor.nll["train"][-1] == pytest.approx(
+            -prior.log_prob(codes[:16]).mean().item(), rel=1e-6
+        )
+        assert monitor.nll["held out"][-1] == pytest.approx(
+            -prior.log_prob(held_out).mean().item(), rel=1e-6
+        )
     assert monitor.nll["train"][-1] < monitor.nll["train"][0] < 49 * math.log(4) + 5
     with pytest.raises(TypeError, match="grids"):
         pixelcnn.NLLMonitor({"x": torch.zeros(2, 7, 7)})
@@ -281,7 +354,9 @@ def test_pixelcnn_sampling_row_by_row_matches_the_full_grid_conditionals():
     with torch.no_grad():
         full = prior.logits(z)  # (3, K, 7, 7)
         for i in range(7):  # what sample() computes for row i: the grid cut after row i
-            torch.testing.assert_close(prior.logits(z[:, :i + 1])[:, :, i], full[:, :, i])
+            torch.testing.assert_close(
+                prior.logits(z[:, : i + 1])[:, :, i], full[:, :, i]
+            )
 
 
 # --- the two-sample test on generated images -----------------------------------------------------
@@ -289,11 +364,22 @@ def test_nearest_neighbour_accuracy_is_a_half_for_one_distribution_one_when_apar
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g)
     acc = vqvae.nearest_neighbour_accuracy(a, b)
-    assert abs(acc - 0.5) < 4 * (0.25 / 800) ** 0.5, acc  # null: a half, within 4 standard errors
+    assert abs(acc - 0.5) < 4 * (0.25 / 800) ** 0.5, (
+        acc
+    )  # null: a half, within 4 standard errors
     assert vqvae.nearest_neighbour_accuracy(a + 10, b) == 1.0  # disjoint sets
-    assert vqvae.nearest_neighbour_accuracy(b + 1e-3 * a, b) == 0.0  # copies: each one's neighbour is its twin
-    binary = (torch.rand(300, 1, 6, 6, generator=g) < 0.3).float()  # images, any shape [N, ...]
-    assert vqvae.nearest_neighbour_accuracy(binary, (torch.rand(300, 1, 6, 6, generator=g) < 0.7).float()) > 0.95
+    assert (
+        vqvae.nearest_neighbour_accuracy(b + 1e-3 * a, b) == 0.0
+    )  # copies: each one's neighbour is its twin
+    binary = (
+        torch.rand(300, 1, 6, 6, generator=g) < 0.3
+    ).float()  # images, any shape [N, ...]
+    assert (
+        vqvae.nearest_neighbour_accuracy(
+            binary, (torch.rand(300, 1, 6, 6, generator=g) < 0.7).float()
+        )
+        > 0.95
+    )
     with pytest.raises(ValueError, match="samples and real"):
         vqvae.nearest_neighbour_accuracy(a, b[:10])
     with pytest.raises(TypeError, match="real"):
@@ -315,16 +401,31 @@ def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_gri
     monitors = {"a": monitor, "b": monitor}
     curves = vq_viz.usage_curves(monitors, 8)
     assert len(curves.data) == 4 and curves.layout.xaxis.title.text == "training step"
-    assert curves.layout.yaxis.title.text and curves.layout.yaxis2.title.text == "codes unused on 6 digits (%)"
-    assert len(vq_viz.usage_heatmaps(monitors).data) == 2 and len(vq_viz.usage_histogram(monitors).data) == 2
+    assert (
+        curves.layout.yaxis.title.text
+        and curves.layout.yaxis2.title.text == "codes unused on 6 digits (%)"
+    )
+    assert (
+        len(vq_viz.usage_heatmaps(monitors).data) == 2
+        and len(vq_viz.usage_histogram(monitors).data) == 2
+    )
 
     pca = vq_viz.codebook_pca({"m": model}, x)
-    assert pca.layout.xaxis.title.text == "1st principal direction" and pca.layout.yaxis.title.text == "2nd principal direction"
-    assert len(pca.data[1].x) + len(pca.data[2].x) == 8  # every code drawn once, used or unused
-    assert np.var(pca.data[0].x) >= np.var(pca.data[0].y)  # the first principal direction has the larger spread
+    assert (
+        pca.layout.xaxis.title.text == "1st principal direction"
+        and pca.layout.yaxis.title.text == "2nd principal direction"
+    )
+    assert (
+        len(pca.data[1].x) + len(pca.data[2].x) == 8
+    )  # every code drawn once, used or unused
+    assert np.var(pca.data[0].x) >= np.var(
+        pca.data[0].y
+    )  # the first principal direction has the larger spread
     z = vq_viz.encoder_outputs(model, x)
     assert z.shape == (6 * 49, 4)
-    torch.testing.assert_close(z[:49], model.encode(x[:1]).permute(0, 2, 3, 1).reshape(49, 4).detach())
+    torch.testing.assert_close(
+        z[:49], model.encode(x[:1]).permute(0, 2, 3, 1).reshape(49, 4).detach()
+    )
 
     editor = vq_viz.CodeEditor(model, model.codes(x))
     new = (editor.sliders["code"].value + 1) % 8
@@ -342,27 +443,36 @@ def test_vq_figures_label_their_axes_and_the_code_editor_redraws_the_decoded_gri
 def test_codebook_summary_code_views_and_swaps():
     from vaekit import metrics
     from vaekit.figures import codebooks as vq_viz
+
     torch.manual_seed(0)
     model = VQVAE(8, 4, hidden=8).eval()
-    x = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    x = (
+        torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3
+    ).float()
     s = vq_viz.codebook_summary(model, x, x * 0.5)
     codes = model.codes(x)
-    assert s["perplexity"] == metrics.codebook_perplexity(codes, 8) and s["dead"] == metrics.dead_code_fraction(codes, 8)
+    assert s["perplexity"] == metrics.codebook_perplexity(codes, 8) and s[
+        "dead"
+    ] == metrics.dead_code_fraction(codes, 8)
     with torch.no_grad():
         nll = -model.decode_indices(codes).log_prob(x).mean().item()
         mse = ((model.reconstruct(x * 0.5) - x * 0.5) ** 2).mean().item()
     assert s["recon_nll"] == pytest.approx(nll) and s["recon_mse"] == pytest.approx(mse)
     v = vq_viz.code_views(model, x)
     assert v["decoded"].shape == (8, 1, 28, 28) and v["mean_patch"].shape == (8, 4, 4)
-    assert v["usage"].sum() == codes.numel() and (v["usage"][v["order"]].diff() <= 0).all()   # most used first
+    assert (
+        v["usage"].sum() == codes.numel() and (v["usage"][v["order"]].diff() <= 0).all()
+    )  # most used first
     top = int(v["order"][0])
-    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)[:, 0]   # (N, 7, 7, 4, 4)
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)[:, 0]  # (N, 7, 7, 4, 4)
     torch.testing.assert_close(v["mean_patch"][0], patches[codes == top].mean(0))
-    unused = (v["usage"][v["order"]] == 0)
+    unused = v["usage"][v["order"]] == 0
     assert (v["mean_patch"][unused] == 0).all()
     swaps = vq_viz.code_swaps(model, codes[0], [(3, 3), (2, 4)], v["order"][:3])
     assert swaps.shape == (6, 1, 28, 28)
     grid = codes[0].clone()
     grid[2, 4] = v["order"][1]
     with torch.no_grad():
-        torch.testing.assert_close(swaps[4], model.decode_indices(grid[None]).mean[0])   # row 2: position (2, 4), code 1
+        torch.testing.assert_close(
+            swaps[4], model.decode_indices(grid[None]).mean[0]
+        )  # row 2: position (2, 4), code 1

@@ -16,7 +16,18 @@ The package, by role (each layer may import only from the layers above it in thi
 
 The names below (``vaekit.VAE``, ``vaekit.elbo``, ``vaekit.metrics``, ...) are the public API.
 """
-from . import data, device, distributions, discretized, nets, schedules, shapes, train, utils  # the core
+
+from . import (
+    data,
+    device,
+    distributions,
+    discretized,
+    nets,
+    schedules,
+    shapes,
+    train,
+    utils,
+)  # the core
 from . import models, inference, evaluation, figures, runner  # noqa: I001  (in order of the layers)
 from .device import default_device, module_device
 from .evaluation import compare, information, metrics
@@ -30,8 +41,39 @@ from .train import fit
 from .utils import seed_everything, smoke_requested
 
 __version__ = "0.1.0"
-__all__ = ["data", "device", "distributions", "discretized", "nets", "schedules", "shapes", "train", "utils",
-           "models", "inference", "evaluation", "figures", "runner",
-           "autoregressive", "compare", "hmc", "information", "metrics", "objectives", "priors", "ssvae", "viz",
-           "wake_sleep", "default_device", "module_device", "elbo", "iwae_bound", "record", "recorded", "fit",
-           "seed_everything", "smoke_requested", "VAE"]
+__all__ = [
+    "data",
+    "device",
+    "distributions",
+    "discretized",
+    "nets",
+    "schedules",
+    "shapes",
+    "train",
+    "utils",
+    "models",
+    "inference",
+    "evaluation",
+    "figures",
+    "runner",
+    "autoregressive",
+    "compare",
+    "hmc",
+    "information",
+    "metrics",
+    "objectives",
+    "priors",
+    "ssvae",
+    "viz",
+    "wake_sleep",
+    "default_device",
+    "module_device",
+    "elbo",
+    "iwae_bound",
+    "record",
+    "recorded",
+    "fit",
+    "seed_everything",
+    "smoke_requested",
+    "VAE",
+]

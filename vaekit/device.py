@@ -1,6 +1,7 @@
 """Where tensors live, and what a device can do: the helper that picks a device, the device of a
 module, whether bfloat16 autocast pays, and how large a chunk of work fits in memory. Nothing
 hard-codes a device."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,13 @@ def default_device() -> torch.device:
         try:
             dev = torch.device(name)
         except RuntimeError as e:
-            raise ValueError(f"{ENV_VAR}={name!r} is not a torch device name (try 'cpu', 'cuda', 'cuda:1', 'mps')") from e
+            raise ValueError(
+                f"{ENV_VAR}={name!r} is not a torch device name (try 'cpu', 'cuda', 'cuda:1', 'mps')"
+            ) from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"{ENV_VAR}={name!r} but CUDA is not available on this machine")
+            raise ValueError(
+                f"{ENV_VAR}={name!r} but CUDA is not available on this machine"
+            )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -14,6 +14,7 @@ so a continuous density's log-likelihood on dequantized data, minus log(bins) pe
 lower bound on a discrete log-likelihood; :class:`DiscretizedLogistic` offers both sides
 (``continuous_log_prob`` and ``log_prob``).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,9 @@ from .utils import check_positive_int, check_tensor
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(-d)) for d > 0, accurate for small and large d (Maechler 2012)."""
     d = d.clamp_min(torch.finfo(d.dtype).tiny)
-    return torch.where(d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    return torch.where(
+        d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d))
+    )
 
 
 def to_levels(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
@@ -37,19 +40,27 @@ def to_levels(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     check_positive_int(bins=bins)
     check_tensor("x", x)
     if not torch.is_floating_point(x):
-        raise TypeError(f"x must be a floating-point tensor of grey levels in [0, 1], got dtype {x.dtype}")
+        raise TypeError(
+            f"x must be a floating-point tensor of grey levels in [0, 1], got dtype {x.dtype}"
+        )
     if x.numel():
         lo, hi = torch.aminmax(x)
-        if not bool((lo >= 0) & (hi <= 1)):  # a NaN fails here too (it is no grey level)
-            raise ValueError(f"x must lie in [0, 1] (and not be NaN), got values in [{lo.item():.4g}, {hi.item():.4g}]"
-                             + (f" with {int(x.isnan().sum())} NaN" if bool(x.isnan().any()) else ""))
+        if not bool(
+            (lo >= 0) & (hi <= 1)
+        ):  # a NaN fails here too (it is no grey level)
+            raise ValueError(
+                f"x must lie in [0, 1] (and not be NaN), got values in [{lo.item():.4g}, {hi.item():.4g}]"
+                + (f" with {int(x.isnan().sum())} NaN" if bool(x.isnan().any()) else "")
+            )
     n = x * (bins - 1)
     if x.numel() and (n - n.round()).abs().max() > 1e-3:
         raise ValueError(f"x must be on the grid n / {bins - 1} of {bins} grey levels")
     return n.round().long()
 
 
-def dequantize(x: torch.Tensor, bins: int = 256, generator: torch.Generator | None = None) -> torch.Tensor:
+def dequantize(
+    x: torch.Tensor, bins: int = 256, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Uniform dequantization: grey levels n / (bins - 1) -> y = (n + u) / bins, u ~ U(0, 1) per pixel.
 
     y lies in the bin [n / bins, (n + 1) / bins) of value n, in [0, 1); on the caller's device and dtype.
@@ -73,7 +84,13 @@ class DiscretizedLogistic(Distribution):
     support = constraints.unit_interval
     has_enumerate_support = True
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, bins: int = 256, validate_args: bool | None = None):
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        bins: int = 256,
+        validate_args: bool | None = None,
+    ):
         check_positive_int(bins=bins)
         if bins < 2:
             raise ValueError(f"bins must be at least 2, got {bins}")
@@ -83,8 +100,14 @@ class DiscretizedLogistic(Distribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(DiscretizedLogistic, _instance)
-        new.loc, new.scale, new.bins = self.loc.expand(batch_shape), self.scale.expand(batch_shape), self.bins
-        super(DiscretizedLogistic, new).__init__(torch.Size(batch_shape), validate_args=False)
+        new.loc, new.scale, new.bins = (
+            self.loc.expand(batch_shape),
+            self.scale.expand(batch_shape),
+            self.bins,
+        )
+        super(DiscretizedLogistic, new).__init__(
+            torch.Size(batch_shape), validate_args=False
+        )
         new._validate_args = self._validate_args
         return new
 
@@ -92,9 +115,15 @@ class DiscretizedLogistic(Distribution):
         return (y - self.loc) / self.scale
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        n = to_levels(value, self.bins) if self._validate_args else (value * (self.bins - 1)).round()
+        n = (
+            to_levels(value, self.bins)
+            if self._validate_args
+            else (value * (self.bins - 1)).round()
+        )
         n = n.to(self.loc.dtype)
-        upper = self._standardize((n + 1) / self.bins)  # standardized bin edges, upper > lower
+        upper = self._standardize(
+            (n + 1) / self.bins
+        )  # standardized bin edges, upper > lower
         lower = self._standardize(n / self.bins)
         # interior bins: log(sigmoid(upper) - sigmoid(lower)), computed on the side of the logistic
         # where the CDF is small (sigmoid(-t) = 1 - sigmoid(t) mirrors a right-tail bin to the left)
@@ -102,8 +131,13 @@ class DiscretizedLogistic(Distribution):
         hi, lo = torch.where(right, -lower, upper), torch.where(right, -upper, lower)
         log_hi, log_lo = F.logsigmoid(hi), F.logsigmoid(lo)
         interior = log_hi + _log1mexp(log_hi - log_lo)
-        first, last = F.logsigmoid(upper), F.logsigmoid(-lower)  # the edge bins take the tails
-        return torch.where(n <= 0, first, torch.where(n >= self.bins - 1, last, interior))
+        first, last = (
+            F.logsigmoid(upper),
+            F.logsigmoid(-lower),
+        )  # the edge bins take the tails
+        return torch.where(
+            n <= 0, first, torch.where(n >= self.bins - 1, last, interior)
+        )
 
     def continuous_log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """log of the logistic density at y on the continuous axis (e.g. dequantized data)."""
@@ -118,7 +152,9 @@ class DiscretizedLogistic(Distribution):
 
     def enumerate_support(self, expand: bool = True) -> torch.Tensor:
         """The ``bins`` grey levels ``[bins, *batch_shape]`` (or ``[bins, 1, ...]`` with expand=False)."""
-        values = torch.linspace(0, 1, self.bins, device=self.loc.device, dtype=self.loc.dtype)
+        values = torch.linspace(
+            0, 1, self.bins, device=self.loc.device, dtype=self.loc.dtype
+        )
         values = values.reshape((-1,) + (1,) * len(self.batch_shape))
         return values.expand((-1,) + self.batch_shape) if expand else values
 
@@ -133,18 +169,30 @@ class DiscretizedLogistic(Distribution):
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             shape = self._extended_shape(sample_shape)
-            u = torch.rand(shape, device=self.loc.device, dtype=self.loc.dtype).clamp(1e-6, 1 - 1e-6)
-            y = self.loc + self.scale * (u.log() - torch.log1p(-u))  # a logistic draw on the continuous axis
+            u = torch.rand(shape, device=self.loc.device, dtype=self.loc.dtype).clamp(
+                1e-6, 1 - 1e-6
+            )
+            y = self.loc + self.scale * (
+                u.log() - torch.log1p(-u)
+            )  # a logistic draw on the continuous axis
             n = torch.floor(y * self.bins).clamp(0, self.bins - 1)
             return n / (self.bins - 1)
 
 
-def discretized_logistic(loc: torch.Tensor, scale: torch.Tensor, event_dims: int, bins: int = 256) -> Independent:
+def discretized_logistic(
+    loc: torch.Tensor, scale: torch.Tensor, event_dims: int, bins: int = 256
+) -> Independent:
     """Independent discretized-logistic pixels; ``log_prob`` sums over the last ``event_dims``."""
-    return Independent(DiscretizedLogistic(loc, scale, bins, validate_args=False), event_dims, validate_args=False)
+    return Independent(
+        DiscretizedLogistic(loc, scale, bins, validate_args=False),
+        event_dims,
+        validate_args=False,
+    )
 
 
-def pixel_categorical(x: torch.Tensor, bins: int = 256, smoothing: float = 1.0) -> Independent:
+def pixel_categorical(
+    x: torch.Tensor, bins: int = 256, smoothing: float = 1.0
+) -> Independent:
     """Independent per-pixel categoricals over the ``bins`` grey levels, fitted to images ``x [N, ...]``.
 
     Each pixel's probabilities are its counts plus ``smoothing`` (add-one / Laplace smoothing by
@@ -152,20 +200,31 @@ def pixel_categorical(x: torch.Tensor, bins: int = 256, smoothing: float = 1.0) 
     result is one event per image; score images with ``log_prob(to_levels(x))``.
     """
     if not smoothing > 0:
-        raise ValueError(f"smoothing must be positive (else unseen values get probability 0), got {smoothing!r}")
+        raise ValueError(
+            f"smoothing must be positive (else unseen values get probability 0), got {smoothing!r}"
+        )
     n = to_levels(x, bins).flatten(1)  # (N, D)
     d = n.shape[1]
     offsets = torch.arange(d, device=n.device) * bins  # (D,)
     counts = torch.zeros(d * bins, device=x.device, dtype=torch.float64)
     for chunk in n.split(4096):  # bounded memory on full MNIST
-        counts += torch.bincount((chunk + offsets).flatten(), minlength=d * bins).to(counts)
+        counts += torch.bincount((chunk + offsets).flatten(), minlength=d * bins).to(
+            counts
+        )
     probs = (counts.reshape(*x.shape[1:], bins) + smoothing).to(x.dtype)
-    return Independent(Categorical(probs=probs / probs.sum(-1, keepdim=True), validate_args=False),
-                       x.dim() - 1, validate_args=False)
+    return Independent(
+        Categorical(probs=probs / probs.sum(-1, keepdim=True), validate_args=False),
+        x.dim() - 1,
+        validate_args=False,
+    )
 
 
-def dequantized_bound(px: "Independent | DiscretizedLogistic", x: torch.Tensor, samples: int = 50,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def dequantized_bound(
+    px: "Independent | DiscretizedLogistic",
+    x: torch.Tensor,
+    samples: int = 50,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Theis et al.'s lower bound on log P(x) from the density behind ``px``, per image.
 
     px: an ``Independent`` over :class:`DiscretizedLogistic` pixels (e.g. a decoder's p(x|z)), or
@@ -176,14 +235,26 @@ def dequantized_bound(px: "Independent | DiscretizedLogistic", x: torch.Tensor, 
     """
     check_positive_int(samples=samples)
     check_tensor("x", x, floating=True)
-    base, dims = (px, 0) if isinstance(px, DiscretizedLogistic) else (px.base_dist, px.reinterpreted_batch_ndims)
+    base, dims = (
+        (px, 0)
+        if isinstance(px, DiscretizedLogistic)
+        else (px.base_dist, px.reinterpreted_batch_ndims)
+    )
     if not isinstance(base, DiscretizedLogistic):
-        raise TypeError(f"px must be a DiscretizedLogistic or an Independent over one, got {type(base).__name__}")
+        raise TypeError(
+            f"px must be a DiscretizedLogistic or an Independent over one, got {type(base).__name__}"
+        )
 
     def one_draw():  # log p(y) at one dequantization, summed over the event dimensions, minus log(bins) each
-        lp = base.continuous_log_prob(dequantize(x, base.bins, generator)) - math.log(base.bins)
+        lp = base.continuous_log_prob(dequantize(x, base.bins, generator)) - math.log(
+            base.bins
+        )
         return lp.flatten(-dims).sum(-1) if dims else lp
 
     draws = torch.stack([one_draw() for _ in range(samples)])  # (samples, *batch)
-    se = draws.std(0) / math.sqrt(samples) if samples > 1 else torch.full_like(draws[0], math.nan)
+    se = (
+        draws.std(0) / math.sqrt(samples)
+        if samples > 1
+        else torch.full_like(draws[0], math.nan)
+    )
     return draws.mean(0), se

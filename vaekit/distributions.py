@@ -1,5 +1,6 @@
 """Builders on ``torch.distributions``: diagonal Gaussians, pixel likelihoods, and a prior held
 as buffers so that ``module.to(device)`` moves it."""
+
 from __future__ import annotations
 
 import torch
@@ -9,14 +10,20 @@ from torch.distributions import Bernoulli, Independent, Normal
 from .utils import check_positive_int
 
 
-def diag_gaussian(loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1) -> Independent:
+def diag_gaussian(
+    loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1
+) -> Independent:
     """N(loc, diag(scale^2)) with the last ``event_dims`` dimensions forming one event."""
-    return Independent(Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
+    return Independent(
+        Normal(loc, scale, validate_args=False), event_dims, validate_args=False
+    )
 
 
 def bernoulli(logits: torch.Tensor, event_dims: int) -> Independent:
     """Independent Bernoulli pixels given logits; ``log_prob`` sums over the last ``event_dims``."""
-    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims, validate_args=False)
+    return Independent(
+        Bernoulli(logits=logits, validate_args=False), event_dims, validate_args=False
+    )
 
 
 class StandardNormal(nn.Module):

@@ -10,6 +10,7 @@ al. (2016, Section 5): passes i = 0, ..., P-1 of length proportional to 3^i at r
 here squeezed into a given number of steps. :class:`ExponentialLR` decays smoothly from one rate
 to another.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -20,8 +21,14 @@ from .utils import check_positive_int
 
 
 def _check_rate(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite learning rate, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < math.inf
+    ):
+        raise ValueError(
+            f"{name} must be a positive finite learning rate, got {value!r}"
+        )
     return float(value)
 
 
@@ -41,12 +48,19 @@ class StepwiseLR(_Schedule):
     ``boundaries[0]``, the last rate after the last boundary)."""
 
     def __init__(self, boundaries: Sequence[int], lrs: Sequence[float]):
-        boundaries, lrs = [int(b) for b in boundaries], [_check_rate("lrs[i]", lr) for lr in lrs]
+        boundaries, lrs = (
+            [int(b) for b in boundaries],
+            [_check_rate("lrs[i]", lr) for lr in lrs],
+        )
         if len(lrs) != len(boundaries) + 1:
-            raise ValueError(f"lrs must have one more entry than boundaries, got {len(lrs)} rates "
-                             f"and {len(boundaries)} boundaries")
+            raise ValueError(
+                f"lrs must have one more entry than boundaries, got {len(lrs)} rates "
+                f"and {len(boundaries)} boundaries"
+            )
         if any(b <= a for a, b in zip([0] + boundaries, boundaries)):
-            raise ValueError(f"boundaries must be positive and strictly increasing, got {boundaries}")
+            raise ValueError(
+                f"boundaries must be positive and strictly increasing, got {boundaries}"
+            )
         self.boundaries, self.lrs = boundaries, lrs
 
     def lr_at(self, step: int) -> float:
@@ -59,10 +73,15 @@ class StepwiseLR(_Schedule):
         check_positive_int(steps=steps, passes=passes)
         if steps < passes:
             raise ValueError(f"steps must be at least passes ({passes}), got {steps}")
-        total = sum(3 ** i for i in range(passes))
-        ends = [round(steps * sum(3 ** j for j in range(i + 1)) / total) for i in range(passes - 1)]
+        total = sum(3**i for i in range(passes))
+        ends = [
+            round(steps * sum(3**j for j in range(i + 1)) / total)
+            for i in range(passes - 1)
+        ]
         ends = [max(e, i + 1) for i, e in enumerate(ends)]
-        return cls(ends, [_check_rate("lr", lr) * 10 ** (-i / 7) for i in range(passes)])
+        return cls(
+            ends, [_check_rate("lr", lr) * 10 ** (-i / 7) for i in range(passes)]
+        )
 
 
 class ExponentialLR(_Schedule):
@@ -71,7 +90,11 @@ class ExponentialLR(_Schedule):
 
     def __init__(self, lr: float, final: float, steps: int):
         check_positive_int(steps=steps)
-        self.lr, self.final, self.steps = _check_rate("lr", lr), _check_rate("final", final), steps
+        self.lr, self.final, self.steps = (
+            _check_rate("lr", lr),
+            _check_rate("final", final),
+            steps,
+        )
 
     def lr_at(self, step: int) -> float:
         return self.lr * (self.final / self.lr) ** (min(step, self.steps) / self.steps)
@@ -87,7 +110,9 @@ class EveryStep:
 
     def __init__(self, scheduler):
         if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
-            raise TypeError(f"scheduler must be a torch.optim.lr_scheduler scheduler, got {type(scheduler).__name__}")
+            raise TypeError(
+                f"scheduler must be a torch.optim.lr_scheduler scheduler, got {type(scheduler).__name__}"
+            )
         self.scheduler = scheduler
 
     def on_step(self, state) -> None:

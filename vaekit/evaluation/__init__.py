@@ -8,6 +8,15 @@ KL(q(z) || p(z))), disentanglement (MIG and the FactorVAE score against known fa
 
 May import: inference, the models and the core.
 """
+
 from . import collapse, compare, disentanglement, information, metrics, protocols, snr
 
-__all__ = ["collapse", "compare", "disentanglement", "information", "metrics", "protocols", "snr"]
+__all__ = [
+    "collapse",
+    "compare",
+    "disentanglement",
+    "information",
+    "metrics",
+    "protocols",
+    "snr",
+]

@@ -6,6 +6,7 @@ decoder, for comparison) keep its latent code, how one is trained, and what is m
 :func:`train_run` trains one recipe at beta = 1, :func:`evaluate_run` reports its KL, active units,
 ELBO, importance-sampled NLL and I_q(x; z).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,24 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context: int | None = None,
-              dropout: float = 0.0, free_bits: float = 0.0, warmup: float = 0.0, steps: int = 1000,
-              batch_size: int = 100, lr: float = 3e-3, latent_dim: int = 20, hidden: int = 400, seed: int = 0,
-              device=None, progress: bool = True, desc: str | None = None):
+def train_run(
+    x_train: torch.Tensor,
+    *,
+    decoder: str = "autoregressive",
+    context: int | None = None,
+    dropout: float = 0.0,
+    free_bits: float = 0.0,
+    warmup: float = 0.0,
+    steps: int = 1000,
+    batch_size: int = 100,
+    lr: float = 3e-3,
+    latent_dim: int = 20,
+    hidden: int = 400,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+    desc: str | None = None,
+):
     """Train one VAE at beta = 1 on intensities ``x_train`` ``[N, 1, 28, 28]`` (dynamically binarized);
     returns ``(model, history)`` with the model in ``eval()`` mode.
 
@@ -51,19 +66,40 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
     if decoder not in ("autoregressive", "mlp"):
         raise ValueError(f"decoder must be 'autoregressive' or 'mlp', got {decoder!r}")
     if decoder == "mlp" and (context is not None or dropout):
-        raise ValueError("context and dropout are knobs of the autoregressive decoder; decoder='mlp' has neither")
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
-        raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}")
-    if isinstance(free_bits, bool) or not isinstance(free_bits, (int, float)) or not free_bits >= 0:
-        raise ValueError(f"free_bits must be >= 0 (nats per latent dimension), got {free_bits!r}")
+        raise ValueError(
+            "context and dropout are knobs of the autoregressive decoder; decoder='mlp' has neither"
+        )
+    if (
+        isinstance(warmup, bool)
+        or not isinstance(warmup, (int, float))
+        or not 0 <= warmup < 1
+    ):
+        raise ValueError(
+            f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}"
+        )
+    if (
+        isinstance(free_bits, bool)
+        or not isinstance(free_bits, (int, float))
+        or not free_bits >= 0
+    ):
+        raise ValueError(
+            f"free_bits must be >= 0 (nats per latent dimension), got {free_bits!r}"
+        )
     check_positive_int(steps=steps, hidden=hidden, latent_dim=latent_dim)
     check_tensor("x_train", x_train, floating=True, nonempty=True)
     torch.manual_seed(seed)
     if decoder == "mlp":
         model = VAE.mlp(tuple(x_train.shape[1:]), latent_dim, (hidden,))
     else:
-        model = autoregressive_vae(latent_dim, hidden, tuple(x_train.shape[1:]), hidden=hidden, z_hidden=hidden,
-                                   context=context, dropout=dropout)
+        model = autoregressive_vae(
+            latent_dim,
+            hidden,
+            tuple(x_train.shape[1:]),
+            hidden=hidden,
+            z_hidden=hidden,
+            context=context,
+            dropout=dropout,
+        )
     callbacks = []
     if warmup > 0:
         warm = KLWarmup(steps=max(1, int(warmup * steps)))
@@ -72,12 +108,28 @@ def train_run(x_train: torch.Tensor, *, decoder: str = "autoregressive", context
     else:
         objective = lambda m, x: -elbo(m, x, free_bits=free_bits)  # noqa: E731
     device = default_device() if device is None else torch.device(device)
-    model.to(device)  # before the optimizer, which picks its implementation for the device
+    model.to(
+        device
+    )  # before the optimizer, which picks its implementation for the device
     optimizer = make_optimizer(model.parameters(), "adam", lr)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, steps, eta_min=0.05 * lr
+    )
     callbacks.append(EveryStep(cosine))
-    history = fit(model, objective, x_train, steps=steps, batch_size=batch_size, optimizer=optimizer, device=device,
-                  seed=seed, transform=_data.binarize, callbacks=callbacks, progress=progress, desc=desc or "training")
+    history = fit(
+        model,
+        objective,
+        x_train,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        device=device,
+        seed=seed,
+        transform=_data.binarize,
+        callbacks=callbacks,
+        progress=progress,
+        desc=desc or "training",
+    )
     return model.eval(), history
 
 
@@ -98,6 +150,13 @@ def evaluate_run(model, x_test: torch.Tensor, k: int = 50, seed: int = 0) -> dic
         info = _information.latent_information(model, x_test)
     finally:
         model.train(was_training)
-    return dict(kl=ev["kl"], elbo=ev["elbo"], active=active, nll=float(nll_digits.mean()),
-                nll_se=float(nll_digits.std() / math.sqrt(len(nll_digits))), nll_digits=nll_digits.cpu(),
-                mi=info.mutual_information, mi_se=info.mutual_information_se)
+    return dict(
+        kl=ev["kl"],
+        elbo=ev["elbo"],
+        active=active,
+        nll=float(nll_digits.mean()),
+        nll_se=float(nll_digits.std() / math.sqrt(len(nll_digits))),
+        nll_digits=nll_digits.cpu(),
+        mi=info.mutual_information,
+        mi_se=info.mutual_information_se,
+    )

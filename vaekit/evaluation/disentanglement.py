@@ -22,6 +22,7 @@ majority-vote classifier maps each d to the factor with most votes; the score is
 the votes, sum_d max_k votes[d, k] / total. ``n_votes`` votes per factor, the same number for
 every factor. A code with every dimension pruned scores 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,9 +39,13 @@ def _check(codes: torch.Tensor, classes: torch.Tensor) -> None:
     check_tensor("codes", codes, ndim=2, floating=True, nonempty=True)
     check_tensor("classes", classes, ndim=2, nonempty=True)
     if classes.dtype.is_floating_point or classes.dtype == torch.bool:
-        raise ValueError(f"classes must hold integer class indices, got dtype {classes.dtype}")
+        raise ValueError(
+            f"classes must hold integer class indices, got dtype {classes.dtype}"
+        )
     if len(codes) != len(classes):
-        raise ValueError(f"codes and classes must have one row per image, got {len(codes)} and {len(classes)} rows")
+        raise ValueError(
+            f"codes and classes must have one row per image, got {len(codes)} and {len(classes)} rows"
+        )
 
 
 def discretize(codes: torch.Tensor, bins: int = BINS) -> torch.Tensor:
@@ -63,10 +68,14 @@ def mutual_information(a: torch.Tensor, b: torch.Tensor) -> float:
     """Plug-in mutual information (nats) between two discrete variables given as ``[N]`` labels."""
     a, na = _relabel(a)
     b, nb = _relabel(b)
-    joint = torch.bincount(a * nb + b, minlength=na * nb).reshape(na, nb).double() / len(a)  # (na, nb)
+    joint = torch.bincount(a * nb + b, minlength=na * nb).reshape(
+        na, nb
+    ).double() / len(a)  # (na, nb)
     pa, pb = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
     nz = joint > 0
-    return float((joint[nz] * (joint[nz].log() - (pa * pb)[nz].log())).sum().clamp(min=0))
+    return float(
+        (joint[nz] * (joint[nz].log() - (pa * pb)[nz].log())).sum().clamp(min=0)
+    )
 
 
 def entropy(a: torch.Tensor) -> float:
@@ -76,16 +85,28 @@ def entropy(a: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
 
 
-def mutual_information_matrix(binned: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def mutual_information_matrix(
+    binned: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
     """I(z_j; v_k) in nats, ``[D, K]``, from discretised codes ``[N, D]`` and factor classes ``[N, K]``."""
-    return torch.tensor([[mutual_information(binned[:, j], classes[:, k]) for k in range(classes.shape[1])]
-                         for j in range(binned.shape[1])], dtype=torch.float64)
+    return torch.tensor(
+        [
+            [
+                mutual_information(binned[:, j], classes[:, k])
+                for k in range(classes.shape[1])
+            ]
+            for j in range(binned.shape[1])
+        ],
+        dtype=torch.float64,
+    )
 
 
 @dataclass
 class MIGResult:
     score: float  # MIG: the mean of ``gaps`` over the factors with H > 0
-    gaps: torch.Tensor  # (K,) (largest - second largest I(z_j; v_k)) / H(v_k); NaN where H(v_k) = 0
+    gaps: (
+        torch.Tensor
+    )  # (K,) (largest - second largest I(z_j; v_k)) / H(v_k); NaN where H(v_k) = 0
     mi: torch.Tensor  # (D, K) I(z_j; v_k), nats
     entropies: torch.Tensor  # (K,) H(v_k), nats
     best: torch.Tensor  # (K,) the code dimension with the largest I(z_j; v_k)
@@ -95,27 +116,46 @@ def mig(codes: torch.Tensor, classes: torch.Tensor, bins: int = BINS) -> MIGResu
     """The mutual information gap of ``codes [N, D]`` (D >= 2) against ``classes [N, K]``; see the module."""
     _check(codes, classes)
     if codes.shape[1] < 2:
-        raise ValueError(f"codes must have at least 2 dimensions for a gap, got shape {tuple(codes.shape)}")
-    codes, classes = codes.detach().cpu(), classes.cpu()  # histograms on the host, whatever device the code came from
+        raise ValueError(
+            f"codes must have at least 2 dimensions for a gap, got shape {tuple(codes.shape)}"
+        )
+    codes, classes = (
+        codes.detach().cpu(),
+        classes.cpu(),
+    )  # histograms on the host, whatever device the code came from
     mi = mutual_information_matrix(discretize(codes, bins), classes)  # (D, K)
-    h = torch.tensor([entropy(classes[:, k]) for k in range(classes.shape[1])], dtype=torch.float64)  # (K,)
+    h = torch.tensor(
+        [entropy(classes[:, k]) for k in range(classes.shape[1])], dtype=torch.float64
+    )  # (K,)
     top2 = mi.topk(2, dim=0)  # values (2, K)
     gaps = (top2.values[0] - top2.values[1]) / h
     gaps[h == 0] = math.nan
     if not (h > 0).any():
-        raise ValueError("every factor has a single value (zero entropy): there is nothing to disentangle")
+        raise ValueError(
+            "every factor has a single value (zero entropy): there is nothing to disentangle"
+        )
     return MIGResult(float(gaps[h > 0].mean()), gaps, mi, h, top2.indices[0])
 
 
 @dataclass
 class FactorVAEResult:
     score: float  # accuracy of the majority-vote classifier on the votes
-    votes: torch.Tensor  # (D, K) how often dimension d had the smallest variance with factor k fixed
-    active: torch.Tensor  # (D,) bool, the dimensions kept (standard deviation > min_std)
+    votes: (
+        torch.Tensor
+    )  # (D, K) how often dimension d had the smallest variance with factor k fixed
+    active: (
+        torch.Tensor
+    )  # (D,) bool, the dimensions kept (standard deviation > min_std)
 
 
-def factor_vae_score(codes: torch.Tensor, classes: torch.Tensor, n_votes: int = 200, batch: int = 64,
-                     min_std: float = 0.0, generator: torch.Generator | None = None) -> FactorVAEResult:
+def factor_vae_score(
+    codes: torch.Tensor,
+    classes: torch.Tensor,
+    n_votes: int = 200,
+    batch: int = 64,
+    min_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> FactorVAEResult:
     """The FactorVAE score of ``codes [N, D]`` against ``classes [N, K]``; see the module. ``generator``
     (a CPU generator) makes the votes reproducible."""
     _check(codes, classes)
@@ -127,13 +167,19 @@ def factor_vae_score(codes: torch.Tensor, classes: torch.Tensor, n_votes: int = 
     votes = torch.zeros(d, k, dtype=torch.long)
     if not active.any():
         return FactorVAEResult(0.0, votes, active)
-    z = codes[:, active] / std[active]  # (N, D_active) each dimension to unit standard deviation
+    z = (
+        codes[:, active] / std[active]
+    )  # (N, D_active) each dimension to unit standard deviation
     where = active.nonzero()[:, 0]
     for factor in range(k):
         values = classes[:, factor].unique()
         groups = [(classes[:, factor] == v).nonzero()[:, 0] for v in values]
         for _ in range(n_votes):
             members = groups[int(torch.randint(len(groups), (1,), generator=generator))]
-            pick = members[torch.randint(len(members), (batch,), generator=generator)]  # (batch,) images with the factor fixed
+            pick = members[
+                torch.randint(len(members), (batch,), generator=generator)
+            ]  # (batch,) images with the factor fixed
             votes[where[z[pick].var(0).argmin()], factor] += 1
-    return FactorVAEResult(votes.max(1).values.sum().item() / votes.sum().item(), votes, active)
+    return FactorVAEResult(
+        votes.max(1).values.sum().item() / votes.sum().item(), votes, active
+    )

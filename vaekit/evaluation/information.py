@@ -21,6 +21,7 @@ under z ~ q(z|x)), negligible beside the standard error when I is well below log
 
 :func:`latent_information` runs it on a model's encoder for a data set.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,21 +61,29 @@ def aggregate_log_prob(q, z: torch.Tensor, max_elements: int = 2**22) -> torch.T
     """
     _check_q(q)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1:] != q.event_shape:
-        raise ValueError(f"z must be a tensor [M, {', '.join(map(str, q.event_shape))}] of points, "
-                         f"got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        raise ValueError(
+            f"z must be a tensor [M, {', '.join(map(str, q.event_shape))}] of points, "
+            f"got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}"
+        )
     n, d = q.batch_shape[0], max(1, math.prod(q.event_shape))
     check_positive_int(max_elements=max_elements)
     rows = max(1, max_elements // (n * d))
-    out = [torch.logsumexp(q.log_prob(zc[:, None]), 1) for zc in z.split(rows)]  # each (rows,) from (rows, N)
+    out = [
+        torch.logsumexp(q.log_prob(zc[:, None]), 1) for zc in z.split(rows)
+    ]  # each (rows,) from (rows, N)
     return torch.cat(out) - math.log(n)
 
 
 def _check_q(q) -> None:
     if not isinstance(q, torch.distributions.Distribution):
-        raise TypeError(f"q must be a torch.distributions.Distribution, got {type(q).__name__}")
+        raise TypeError(
+            f"q must be a torch.distributions.Distribution, got {type(q).__name__}"
+        )
     if len(q.batch_shape) != 1 or len(q.event_shape) != 1:
-        raise ValueError(f"q must have batch shape [N] (one distribution per data point) and event shape [D], "
-                         f"got batch {list(q.batch_shape)} and event {list(q.event_shape)}")
+        raise ValueError(
+            f"q must have batch shape [N] (one distribution per data point) and event shape [D], "
+            f"got batch {list(q.batch_shape)} and event {list(q.event_shape)}"
+        )
 
 
 def _mean_se(t: torch.Tensor) -> tuple[float, float]:
@@ -84,7 +93,9 @@ def _mean_se(t: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def information_terms(q, prior, samples: int = 1, max_elements: int = 2**22) -> Information:
+def information_terms(
+    q, prior, samples: int = 1, max_elements: int = 2**22
+) -> Information:
     """Rate, I_q(x; z) and KL(q(z) || p(z)) for the N posteriors in ``q`` (batch ``[N]``, event ``[D]``).
 
     prior: p(z), any distribution over the same event with ``log_prob`` (N(0, I), a mixture, ...).
@@ -94,13 +105,19 @@ def information_terms(q, prior, samples: int = 1, max_elements: int = 2**22) -> 
     check_positive_int(samples=samples)
     n = q.batch_shape[0]
     if n < 2:
-        raise ValueError(f"q must hold at least two data points (batch shape [N] with N >= 2), got N = {n}")
+        raise ValueError(
+            f"q must hold at least two data points (batch shape [N] with N >= 2), got N = {n}"
+        )
     if tuple(prior.event_shape) != tuple(q.event_shape):
-        raise ValueError(f"prior must have q's event shape {list(q.event_shape)}, got {list(prior.event_shape)}")
+        raise ValueError(
+            f"prior must have q's event shape {list(q.event_shape)}, got {list(prior.event_shape)}"
+        )
     z = q.sample((samples,))  # (S, N, D)
     log_q_own = q.log_prob(z)  # (S, N)
     log_prior = prior.log_prob(z)  # (S, N)
-    log_agg = aggregate_log_prob(q, z.reshape(-1, z.shape[-1]), max_elements).reshape(samples, n)  # (S, N)
+    log_agg = aggregate_log_prob(q, z.reshape(-1, z.shape[-1]), max_elements).reshape(
+        samples, n
+    )  # (S, N)
     rate_n = closed_form_kl(q, prior)
     if rate_n is None or tuple(rate_n.shape) != (n,):
         rate_n = (log_q_own - log_prior).mean(0)  # sampled on the same z
@@ -123,17 +140,25 @@ def encode_all(model, x: torch.Tensor, batch_size: int = 1000):
         q = model.encode(xb.to(device))
         base = getattr(q, "base_dist", None)
         if not isinstance(base, torch.distributions.Normal) or len(q.event_shape) != 1:
-            raise TypeError(f"the model's encoder must return a diagonal Gaussian (Independent(Normal) over [D]), "
-                            f"got {type(q).__name__}")
+            raise TypeError(
+                f"the model's encoder must return a diagonal Gaussian (Independent(Normal) over [D]), "
+                f"got {type(q).__name__}"
+            )
         locs.append(base.loc)
         scales.append(base.scale)
     return diag_gaussian(torch.cat(locs), torch.cat(scales))
 
 
 @torch.no_grad()
-def latent_information(model, x: torch.Tensor, samples: int = 1, batch_size: int = 1000,
-                       max_elements: int = 2**22) -> Information:
+def latent_information(
+    model,
+    x: torch.Tensor,
+    samples: int = 1,
+    batch_size: int = 1000,
+    max_elements: int = 2**22,
+) -> Information:
     """:func:`information_terms` for the model's encoder on the data ``x`` (x uniform over its N examples)
     and the model's prior ``model.prior``."""
-    return information_terms(encode_all(model, x, batch_size), model.prior, samples, max_elements)
-
+    return information_terms(
+        encode_all(model, x, batch_size), model.prior, samples, max_elements
+    )

@@ -8,6 +8,16 @@ explorer across models, the ELBO explorer).
 
 May import: evaluation, inference, the models and the core.
 """
+
 from . import bounds, codebooks, factors, latents, mixtures, plots, rates, widgets
 
-__all__ = ["bounds", "codebooks", "factors", "latents", "mixtures", "plots", "rates", "widgets"]
+__all__ = [
+    "bounds",
+    "codebooks",
+    "factors",
+    "latents",
+    "mixtures",
+    "plots",
+    "rates",
+    "widgets",
+]

@@ -9,12 +9,38 @@ marginal-likelihood estimator), wake_sleep (wake-sleep, reweighted wake-sleep, M
 May import: the models and the core. ``vaekit.inference.NAME`` also gives the names of
 :mod:`vaekit.inference.variational` (``exact_elbo``, ``Amortized``, ...), as before the layout.
 """
-from . import estimators, gradients, hmc, objectives, variational, wake_sleep
-from .variational import (Amortized, PerExampleFullGaussian, PerExampleGaussian, PerExampleVI, as_multivariate,
-                          exact_elbo, frozen,
-                          kl_to_posterior, mean_field_optimum, ppca_max_likelihood, variational_em)
 
-__all__ = ["estimators", "gradients", "hmc", "objectives", "variational", "wake_sleep", "Amortized",
-           "PerExampleFullGaussian", "PerExampleGaussian", "PerExampleVI", "as_multivariate", "exact_elbo", "frozen",
-           "kl_to_posterior",
-           "mean_field_optimum", "ppca_max_likelihood", "variational_em"]
+from . import estimators, gradients, hmc, objectives, variational, wake_sleep
+from .variational import (
+    Amortized,
+    PerExampleFullGaussian,
+    PerExampleGaussian,
+    PerExampleVI,
+    as_multivariate,
+    exact_elbo,
+    frozen,
+    kl_to_posterior,
+    mean_field_optimum,
+    ppca_max_likelihood,
+    variational_em,
+)
+
+__all__ = [
+    "estimators",
+    "gradients",
+    "hmc",
+    "objectives",
+    "variational",
+    "wake_sleep",
+    "Amortized",
+    "PerExampleFullGaussian",
+    "PerExampleGaussian",
+    "PerExampleVI",
+    "as_multivariate",
+    "exact_elbo",
+    "frozen",
+    "kl_to_posterior",
+    "mean_field_optimum",
+    "ppca_max_likelihood",
+    "variational_em",
+]

@@ -13,6 +13,7 @@ A model is anything with ``prior`` (p(z)) and ``decode(z)`` (p(x|z)): :class:`va
 :class:`vaekit.models.linear_gaussian.LinearGaussian`, :class:`vaekit.VAE`. A proposal is a
 ``torch.distributions`` object over z with batch shape ``[]`` (shared by all examples) or ``[B]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def _sample(q, k: int, batch: int) -> torch.Tensor:
     if len(q.batch_shape) == 0:
         return q.sample((k, batch))
     if q.batch_shape[0] != batch:
-        raise ValueError(f"q must have batch shape [] or [B] = [{batch}], got {list(q.batch_shape)}")
+        raise ValueError(
+            f"q must have batch shape [] or [B] = [{batch}], got {list(q.batch_shape)}"
+        )
     return q.sample((k,))
 
 
@@ -61,8 +64,14 @@ def log_importance_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tens
 
 
 @torch.no_grad()
-def importance_sampling(model, x: torch.Tensor, k: int, q=None, chunk_size: int | None = None,
-                        max_elements: int = 2**22) -> ISEstimate:
+def importance_sampling(
+    model,
+    x: torch.Tensor,
+    k: int,
+    q=None,
+    chunk_size: int | None = None,
+    max_elements: int = 2**22,
+) -> ISEstimate:
     """The importance-sampling estimate log (1/K) sum_k p(x, z_k)/q(z_k), z_k ~ q, per example.
 
     The K samples are drawn ``chunk_size`` at a time (default: as many as keep one chunk's
@@ -74,22 +83,32 @@ def importance_sampling(model, x: torch.Tensor, k: int, q=None, chunk_size: int 
     check_positive_int(k=k)
     batch = x.shape[0]
     if chunk_size is None:
-        chunk_size = max(1, min(k, max_elements // max(1, batch * math.prod(x.shape[1:]))))
+        chunk_size = max(
+            1, min(k, max_elements // max(1, batch * math.prod(x.shape[1:])))
+        )
     check_positive_int(chunk_size=chunk_size)
     lse = lse2 = None
     for start in range(0, k, chunk_size):
         lw = log_importance_weights(model, x, min(chunk_size, k - start), q)  # (c, B)
         a, b = torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0)
-        lse, lse2 = (a, b) if lse is None else (torch.logaddexp(lse, a), torch.logaddexp(lse2, b))
+        lse, lse2 = (
+            (a, b)
+            if lse is None
+            else (torch.logaddexp(lse, a), torch.logaddexp(lse2, b))
+        )
     return ISEstimate(lse - math.log(k), torch.exp(2 * lse - lse2), k)
 
 
-def prior_sampling(model, x: torch.Tensor, k: int, chunk_size: int | None = None) -> ISEstimate:
+def prior_sampling(
+    model, x: torch.Tensor, k: int, chunk_size: int | None = None
+) -> ISEstimate:
     """log of p_hat(x) = (1/K) sum_k p(x | z_k), z_k ~ p(z): importance sampling with q = p(z)."""
     return importance_sampling(model, x, k, None, chunk_size)
 
 
-def useful_fraction(log_w: torch.Tensor, mass: float = 0.99, dim: int = 0) -> torch.Tensor:
+def useful_fraction(
+    log_w: torch.Tensor, mass: float = 0.99, dim: int = 0
+) -> torch.Tensor:
     """The smallest fraction of the samples whose normalised weights add up to ``mass``."""
     if not 0 < mass <= 1:
         raise ValueError(f"mass must be in (0, 1], got {mass!r}")
@@ -98,8 +117,16 @@ def useful_fraction(log_w: torch.Tensor, mass: float = 0.99, dim: int = 0) -> to
     return needed.clamp(max=log_w.shape[dim]) / log_w.shape[dim]
 
 
-def fit_proposal(model, x: torch.Tensor, steps: int = 500, lr: float = 0.05, k: int = 8,
-                 init: PerExampleGaussian | None = None, seed: int | None = 0, progress: bool = False):
+def fit_proposal(
+    model,
+    x: torch.Tensor,
+    steps: int = 500,
+    lr: float = 0.05,
+    k: int = 8,
+    init: PerExampleGaussian | None = None,
+    seed: int | None = 0,
+    progress: bool = False,
+):
     """Fit one diagonal Gaussian q_n per data point by minimising KL(q_n || p(z | x_n)).
 
     KL(q || p(z|x)) = log p(x) - ELBO(q), and log p(x) does not depend on q, so this maximises
@@ -114,13 +141,27 @@ def fit_proposal(model, x: torch.Tensor, steps: int = 500, lr: float = 0.05, k: 
     prior = model.prior
     if init is None:
         d = prior.event_shape[0]
-        init = PerExampleGaussian(x.shape[0], d, loc=torch.zeros(x.shape[0], d, dtype=x.dtype, device=x.device))
+        init = PerExampleGaussian(
+            x.shape[0],
+            d,
+            loc=torch.zeros(x.shape[0], d, dtype=x.dtype, device=x.device),
+        )
 
     def objective(proposal, xb, idx):
         value = elbo(model, xb, k=k, q=proposal(idx))
         return {"loss": -value, "elbo": value}
 
     with frozen(model) if isinstance(model, nn.Module) else nullcontext():
-        history = fit(init, objective, (x, torch.arange(x.shape[0], device=x.device)), epochs=steps,
-                      batch_size=x.shape[0], lr=lr, device=x.device, seed=seed, progress=progress, desc="fitting q")
+        history = fit(
+            init,
+            objective,
+            (x, torch.arange(x.shape[0], device=x.device)),
+            epochs=steps,
+            batch_size=x.shape[0],
+            lr=lr,
+            device=x.device,
+            seed=seed,
+            progress=progress,
+            desc="fitting q",
+        )
     return init, history

@@ -9,6 +9,7 @@ with the model's dtype and device, and, when the decoder's likelihood is Bernoul
 [0, 1] (:func:`check_likelihood_input`; the one check that reads values, skipped inside
 :func:`vaekit.train.fit` after its first batch).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,20 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, kl_divergence
+from torch.distributions import (
+    Bernoulli,
+    ContinuousBernoulli,
+    Independent,
+    kl_divergence,
+)
 
-from ..utils import (check_likelihood_input, check_matches, check_positive_int, check_tensor,  # noqa: F401 (re-exported)
-                     value_checks_enabled)
+from ..utils import (
+    check_likelihood_input,
+    check_matches,
+    check_positive_int,
+    check_tensor,  # noqa: F401 (re-exported)
+    value_checks_enabled,
+)
 
 
 class ELBOTerms(NamedTuple):
@@ -35,7 +46,9 @@ def is_bernoulli(px) -> bool:
     return isinstance(px, (Bernoulli, ContinuousBernoulli))
 
 
-def check_input(model, x: torch.Tensor, name: str = "x", device: bool = True) -> torch.Tensor:
+def check_input(
+    model, x: torch.Tensor, name: str = "x", device: bool = True
+) -> torch.Tensor:
     """``x`` is a floating tensor with at least one example and the model's dtype (and device)."""
     check_tensor(name, x, floating=True, nonempty=True)
     if isinstance(model, torch.nn.Module):
@@ -79,15 +92,24 @@ def closed_form_kl(q, p) -> torch.Tensor | None:
         return None
 
 
-def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
-               free_bits: float = 0.0, q=None) -> ELBOTerms:
+def elbo_terms(
+    model,
+    x: torch.Tensor,
+    k: int = 1,
+    analytic_kl: bool = True,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    q=None,
+) -> ELBOTerms:
     """The ELBO and its two parts, each ``[B]``. See :func:`elbo`."""
     check_input(model, x)
     check_positive_int(k=k)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     if free_bits < 0:
-        raise ValueError(f"free_bits must be >= 0 (nats per latent dimension), got {free_bits!r}")
+        raise ValueError(
+            f"free_bits must be >= 0 (nats per latent dimension), got {free_bits!r}"
+        )
     q = model.encode(x) if q is None else q
     prior = model.prior
     z = q.rsample((k,))  # (k, B, D)
@@ -95,9 +117,15 @@ def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, bet
     rec = px.log_prob(check_likelihood_input(px, x)).mean(0)  # (B,)
     kl = None
     if free_bits > 0:
-        kl_d = closed_form_kl(q.base_dist, prior.base_dist) if hasattr(q, "base_dist") and hasattr(prior, "base_dist") else None
+        kl_d = (
+            closed_form_kl(q.base_dist, prior.base_dist)
+            if hasattr(q, "base_dist") and hasattr(prior, "base_dist")
+            else None
+        )
         if kl_d is None or kl_d.dim() != 2:
-            raise ValueError("free_bits needs q and p(z) with per-dimension KLs (Independent(Normal) over a [B, D] latent)")
+            raise ValueError(
+                "free_bits needs q and p(z) with per-dimension KLs (Independent(Normal) over a [B, D] latent)"
+            )
         # Free bits (Kingma et al. 2016): each dimension's batch-mean KL counts as at least free_bits.
         below = kl_d.mean(0, keepdim=True) < free_bits  # (1, D)
         kl_obj = torch.where(below, torch.full_like(kl_d, free_bits), kl_d).sum(-1)
@@ -111,8 +139,15 @@ def elbo_terms(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, bet
     return ELBOTerms(rec - beta * kl_obj, rec, kl)
 
 
-def elbo(model, x: torch.Tensor, k: int = 1, analytic_kl: bool = True, beta: float = 1.0,
-         free_bits: float = 0.0, q=None) -> torch.Tensor:
+def elbo(
+    model,
+    x: torch.Tensor,
+    k: int = 1,
+    analytic_kl: bool = True,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    q=None,
+) -> torch.Tensor:
     """Monte Carlo ELBO per example, ``[B]`` nats, with ``k`` reparameterized samples per example.
 
     ``analytic_kl=True``: E_q[log p(x|z)] - KL(q || p), the KL in closed form when
@@ -129,12 +164,20 @@ def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     check_input(model, x)
     check_positive_int(k=k)
     q = model.encode(x) if q is None else q
-    if tuple(q.batch_shape) != (x.shape[0],):  # a shared q would pair sample i with example i
-        raise ValueError(f"q must have batch shape [B] = [{x.shape[0]}] (one distribution per example), "
-                         f"got {list(q.batch_shape)}")
+    if tuple(q.batch_shape) != (
+        x.shape[0],
+    ):  # a shared q would pair sample i with example i
+        raise ValueError(
+            f"q must have batch shape [B] = [{x.shape[0]}] (one distribution per example), "
+            f"got {list(q.batch_shape)}"
+        )
     z = q.rsample((k,))  # (k, B, D)
     px = model.decode(z)
-    return px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z) - q.log_prob(z)
+    return (
+        px.log_prob(check_likelihood_input(px, x))
+        + model.prior.log_prob(z)
+        - q.log_prob(z)
+    )
 
 
 def normalized_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -195,7 +238,9 @@ class KLWarmup:
 
 
 @torch.no_grad()
-def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def expected_bounds(
+    model, x: torch.Tensor, ks, q=None, reps: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Monte Carlo E[L_k] for several k from shared draws: ``([len(ks), B], [len(ks)])`` nats.
 
     Each of ``reps`` repetitions draws max(ks) samples per example and cuts them into
@@ -206,16 +251,29 @@ def expected_bounds(model, x: torch.Tensor, ks, q=None, reps: int = 1) -> tuple[
     """
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1 or any(max(ks) % k for k in ks):
-        raise ValueError(f"ks must be positive integers that all divide max(ks), got {ks}")
+        raise ValueError(
+            f"ks must be positive integers that all divide max(ks), got {ks}"
+        )
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"reps must be a positive int, got {reps!r}")
     values = []
     for _ in range(reps):
         lw = log_weights(model, x, max(ks), q=q)  # (k_max, B)
-        values.append(torch.stack([torch.logsumexp(lw.reshape(max(ks) // k, k, -1), 1).mean(0) - math.log(k)
-                                   for k in ks]))  # (len(ks), B)
+        values.append(
+            torch.stack(
+                [
+                    torch.logsumexp(lw.reshape(max(ks) // k, k, -1), 1).mean(0)
+                    - math.log(k)
+                    for k in ks
+                ]
+            )
+        )  # (len(ks), B)
     values = torch.stack(values)  # (reps, len(ks), B)
-    se = values.mean(2).std(0) / math.sqrt(reps) if reps > 1 else torch.full((len(ks),), math.nan, device=values.device, dtype=values.dtype)
+    se = (
+        values.mean(2).std(0) / math.sqrt(reps)
+        if reps > 1
+        else torch.full((len(ks),), math.nan, device=values.device, dtype=values.dtype)
+    )
     return values.mean(0), se
 
 
@@ -230,25 +288,41 @@ def weighted_draws(model, x: torch.Tensor, k: int, n_resample: int = 0) -> dict:
     ``log_w.mean(0)`` is the mean of k single-sample ELBOs."""
     check_input(model, x)
     check_positive_int(k=k)
-    if isinstance(n_resample, bool) or not isinstance(n_resample, int) or n_resample < 0:
+    if (
+        isinstance(n_resample, bool)
+        or not isinstance(n_resample, int)
+        or n_resample < 0
+    ):
         raise ValueError(f"n_resample must be a non-negative int, got {n_resample!r}")
     q = model.encode(x)
     z = q.rsample((k,))  # (k, B, D)
     px = model.decode(z)
-    lw = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z) - q.log_prob(z)  # (k, B)
+    lw = (
+        px.log_prob(check_likelihood_input(px, x))
+        + model.prior.log_prob(z)
+        - q.log_prob(z)
+    )  # (k, B)
     w = normalized_weights(lw, 0)  # (k, B)
     out = dict(z=z, log_w=lw, w=w, ess=effective_sample_size(lw, 0))
     if n_resample:
-        pick = torch.multinomial(w.T, n_resample, replacement=True)  # (B, n) indices into the k draws
-        out["resampled"] = torch.stack([z[pick[j], j] for j in range(x.shape[0])])  # (B, n, D)
+        pick = torch.multinomial(
+            w.T, n_resample, replacement=True
+        )  # (B, n) indices into the k draws
+        out["resampled"] = torch.stack(
+            [z[pick[j], j] for j in range(x.shape[0])]
+        )  # (B, n, D)
     return out
 
 
 @torch.no_grad()
-def elbo_draws(model, x: torch.Tensor, reps: int, analytic_kl: bool = True) -> torch.Tensor:
+def elbo_draws(
+    model, x: torch.Tensor, reps: int, analytic_kl: bool = True
+) -> torch.Tensor:
     """``reps`` independent single-sample ELBO estimates per example, ``[reps, B]`` nats:
     Kingma & Welling's estimator A (``analytic_kl=False``, every term sampled) or B (the KL in
     closed form). Their spread over the repetitions is the estimator's noise."""
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
-        raise ValueError(f"reps must be an int >= 2 (a spread needs two draws), got {reps!r}")
+        raise ValueError(
+            f"reps must be an int >= 2 (a spread needs two draws), got {reps!r}"
+        )
     return torch.stack([elbo(model, x, analytic_kl=analytic_kl) for _ in range(reps)])

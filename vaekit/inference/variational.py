@@ -12,6 +12,7 @@
 * :func:`ppca_max_likelihood`: the closed-form maximum-likelihood linear Gaussian model (Tipping &
   Bishop 1999), the ceiling that every ELBO-trained model is compared with.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,17 @@ def as_multivariate(q) -> MultivariateNormal:
     ``MultivariateNormal``, so that ``kl_divergence`` against a full-covariance Gaussian applies."""
     if isinstance(q, MultivariateNormal):
         return q
-    if isinstance(q, Independent) and isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1:
-        return MultivariateNormal(q.base_dist.loc, scale_tril=torch.diag_embed(q.base_dist.scale))
-    raise TypeError(f"q must be a MultivariateNormal or an Independent(Normal) over a vector latent, got {q!r}")
+    if (
+        isinstance(q, Independent)
+        and isinstance(q.base_dist, Normal)
+        and q.reinterpreted_batch_ndims == 1
+    ):
+        return MultivariateNormal(
+            q.base_dist.loc, scale_tril=torch.diag_embed(q.base_dist.scale)
+        )
+    raise TypeError(
+        f"q must be a MultivariateNormal or an Independent(Normal) over a vector latent, got {q!r}"
+    )
 
 
 def kl_to_posterior(model: LinearGaussian, x: torch.Tensor, q) -> torch.Tensor:
@@ -53,10 +62,14 @@ def exact_elbo(model: LinearGaussian, x: torch.Tensor, q) -> torch.Tensor:
     genuine check of the decomposition log p(x) = ELBO + KL(q || p(z|x)).
     """
     q = as_multivariate(q)
-    s2 = model.sigma ** 2
+    s2 = model.sigma**2
     resid = x - q.mean @ model.weight.T - model.bias  # (B, D)
-    trace = (model.weight @ q.scale_tril).pow(2).sum((-2, -1))  # (B,) tr(W S W^T) = ||W L||_F^2
-    rec = -0.5 * model.x_dim * torch.log(2 * math.pi * s2) - (resid.pow(2).sum(-1) + trace) / (2 * s2)
+    trace = (
+        (model.weight @ q.scale_tril).pow(2).sum((-2, -1))
+    )  # (B,) tr(W S W^T) = ||W L||_F^2
+    rec = -0.5 * model.x_dim * torch.log(2 * math.pi * s2) - (
+        resid.pow(2).sum(-1) + trace
+    ) / (2 * s2)
     prior = model.prior.base_dist
     p = MultivariateNormal(prior.loc, scale_tril=torch.diag_embed(prior.scale))
     return rec - kl_divergence(q, p)
@@ -66,7 +79,9 @@ def mean_field_optimum(posterior: MultivariateNormal) -> Independent:
     """argmin over diagonal Gaussians q of KL(q || posterior): the posterior mean and variances
     1 / Lambda_ii, where Lambda is the posterior precision (narrower than the marginals)."""
     precision = posterior.precision_matrix  # (B, d, d)
-    return diag_gaussian(posterior.mean, torch.diagonal(precision, dim1=-2, dim2=-1).rsqrt())
+    return diag_gaussian(
+        posterior.mean, torch.diagonal(precision, dim1=-2, dim2=-1).rsqrt()
+    )
 
 
 def _check_loc(loc: torch.Tensor | None, n: int, z_dim: int) -> torch.Tensor | None:
@@ -74,7 +89,9 @@ def _check_loc(loc: torch.Tensor | None, n: int, z_dim: int) -> torch.Tensor | N
     if loc is not None:
         check_tensor("loc", loc, ndim=2, floating=True)
         if tuple(loc.shape) != (n, z_dim):
-            raise ValueError(f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}")
+            raise ValueError(
+                f"loc must have shape [n, z_dim] = [{n}, {z_dim}], got {tuple(loc.shape)}"
+            )
     return loc
 
 
@@ -84,13 +101,27 @@ class PerExampleGaussian(nn.Module):
     ``q(idx)`` returns the distributions for the examples ``idx`` (batch ``[len(idx)]``, event ``[d]``).
     """
 
-    def __init__(self, n: int, z_dim: int, loc: torch.Tensor | None = None, log_scale: float = 0.0):
+    def __init__(
+        self,
+        n: int,
+        z_dim: int,
+        loc: torch.Tensor | None = None,
+        log_scale: float = 0.0,
+    ):
         super().__init__()
         check_positive_int(n=n, z_dim=z_dim)
         _check_loc(loc, n, z_dim)
-        self.loc = nn.Parameter(torch.zeros(n, z_dim) if loc is None else loc.detach().clone())  # (N, d)
-        self.log_scale = nn.Parameter(torch.full((n, z_dim), float(log_scale), dtype=self.loc.dtype,
-                                                 device=self.loc.device))  # (N, d)
+        self.loc = nn.Parameter(
+            torch.zeros(n, z_dim) if loc is None else loc.detach().clone()
+        )  # (N, d)
+        self.log_scale = nn.Parameter(
+            torch.full(
+                (n, z_dim),
+                float(log_scale),
+                dtype=self.loc.dtype,
+                device=self.loc.device,
+            )
+        )  # (N, d)
 
     def forward(self, idx: torch.Tensor | None = None) -> Independent:
         if idx is None:
@@ -109,21 +140,32 @@ class PerExampleFullGaussian(nn.Module):
     Gaussian model) this family contains the posterior, so the ELBO's approximation gap can close.
     """
 
-    def __init__(self, n: int, z_dim: int, loc: torch.Tensor | None = None, dtype: torch.dtype | None = None,
-                 device=None):
+    def __init__(
+        self,
+        n: int,
+        z_dim: int,
+        loc: torch.Tensor | None = None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
         super().__init__()
         check_positive_int(n=n, z_dim=z_dim)
         if _check_loc(loc, n, z_dim) is not None:
             dtype, device = loc.dtype, loc.device
         zeros = torch.zeros(n, z_dim, dtype=dtype, device=device)
-        self.loc = nn.Parameter(zeros if loc is None else loc.detach().clone())  # (N, d)
-        self.raw_tril = nn.Parameter(torch.zeros(n, z_dim, z_dim, dtype=self.loc.dtype,
-                                                 device=self.loc.device))  # (N, d, d)
+        self.loc = nn.Parameter(
+            zeros if loc is None else loc.detach().clone()
+        )  # (N, d)
+        self.raw_tril = nn.Parameter(
+            torch.zeros(n, z_dim, z_dim, dtype=self.loc.dtype, device=self.loc.device)
+        )  # (N, d, d)
 
     def scale_tril(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The Cholesky factors ``[N, d, d]`` (or ``[len(idx), d, d]``)."""
         raw = self.raw_tril if idx is None else self.raw_tril[idx]
-        return torch.tril(raw, -1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+        return torch.tril(raw, -1) + torch.diag_embed(
+            raw.diagonal(dim1=-2, dim2=-1).exp()
+        )
 
     def forward(self, idx: torch.Tensor | None = None) -> MultivariateNormal:
         loc = self.loc if idx is None else self.loc[idx]
@@ -174,9 +216,19 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
-def variational_em(vi: PerExampleVI, x: torch.Tensor, rounds: int, e_epochs: int = 5, m_epochs: int = 1,
-                   batch_size: int = 100, lr: float = 1e-2, k: int = 1, evaluate=None, seed: int = 0,
-                   progress: bool = True) -> History:
+def variational_em(
+    vi: PerExampleVI,
+    x: torch.Tensor,
+    rounds: int,
+    e_epochs: int = 5,
+    m_epochs: int = 1,
+    batch_size: int = 100,
+    lr: float = 1e-2,
+    k: int = 1,
+    evaluate=None,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
     """Variational EM: alternate ``e_epochs`` of ELBO ascent on the q_i (model fixed) and
     ``m_epochs`` on the model (q_i fixed), for ``rounds`` rounds.
 
@@ -188,13 +240,33 @@ def variational_em(vi: PerExampleVI, x: torch.Tensor, rounds: int, e_epochs: int
     opt_q = torch.optim.Adam(vi.q.parameters(), lr=lr)
     opt_m = torch.optim.Adam(vi.model.parameters(), lr=lr)
     history = History()
-    for r in tqdm(range(rounds), desc="variational EM", disable=not progress, dynamic_ncols=True):
+    for r in tqdm(
+        range(rounds), desc="variational EM", disable=not progress, dynamic_ncols=True
+    ):
         with frozen(vi.model):  # E-step: the q_i move, the model stays
-            e = fit(vi.q, lambda q, xb, ib: -elbo(vi.model, xb, k, q=q(ib)), (x, idx), epochs=e_epochs,
-                    batch_size=batch_size, optimizer=opt_q, seed=seed + 2 * r, progress=False, device=x.device)
+            e = fit(
+                vi.q,
+                lambda q, xb, ib: -elbo(vi.model, xb, k, q=q(ib)),
+                (x, idx),
+                epochs=e_epochs,
+                batch_size=batch_size,
+                optimizer=opt_q,
+                seed=seed + 2 * r,
+                progress=False,
+                device=x.device,
+            )
         with frozen(vi.q):  # M-step: the model moves, the q_i stay
-            m = fit(vi.model, lambda mod, xb, ib: -elbo(mod, xb, k, q=vi.q(ib)), (x, idx), epochs=m_epochs,
-                    batch_size=batch_size, optimizer=opt_m, seed=seed + 2 * r + 1, progress=False, device=x.device)
+            m = fit(
+                vi.model,
+                lambda mod, xb, ib: -elbo(mod, xb, k, q=vi.q(ib)),
+                (x, idx),
+                epochs=m_epochs,
+                batch_size=batch_size,
+                optimizer=opt_m,
+                seed=seed + 2 * r + 1,
+                progress=False,
+                device=x.device,
+            )
         rec = {"round": r + 1, "e_loss": e.last["loss"], "loss": m.last["loss"]}
         if evaluate is not None:
             with torch.no_grad():
@@ -213,7 +285,9 @@ def ppca_max_likelihood(x: torch.Tensor, z_dim: int) -> LinearGaussian:
     check_tensor("x", x, ndim=2, floating=True)
     n, d_x = x.shape
     if not isinstance(z_dim, int) or not 1 <= z_dim < d_x:
-        raise ValueError(f"z_dim must be an int in [1, {d_x - 1}] (fewer latents than data dimensions), got {z_dim!r}")
+        raise ValueError(
+            f"z_dim must be an int in [1, {d_x - 1}] (fewer latents than data dimensions), got {z_dim!r}"
+        )
     mean = x.mean(0)
     cov = (x - mean).T @ (x - mean) / n  # (D, D)
     evals, evecs = torch.linalg.eigh(cov)  # ascending

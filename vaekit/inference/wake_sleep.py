@@ -24,6 +24,7 @@ Hamiltonian Monte Carlo on p_θ(z|x) (:mod:`vaekit.inference.hmc`), the M-step t
 log p_θ(x, z) at the sampled z (Kingma & Welling 2014, Appendix E: 10 leapfrog steps with the step
 size tuned to 90 % acceptance, then 5 weight updates).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,15 @@ from .objectives import check_model_data
 from ..distributions import bernoulli
 from ..nets import mlp
 from ..train import History, TrainState, make_optimizer
-from ..utils import (check_data, check_likelihood_input, check_positive_int, check_positive_number, check_tensor,
-                     input_checks, value_checks_enabled)
+from ..utils import (
+    check_data,
+    check_likelihood_input,
+    check_positive_int,
+    check_positive_number,
+    check_tensor,
+    input_checks,
+    value_checks_enabled,
+)
 
 
 def wake_theta_loss(model, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +81,9 @@ def wake_sleep_loss(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"loss": wake + sleep, "wake": wake, "sleep": sleep}
 
 
-def rws_loss(model, x: torch.Tensor, k: int = 5, sleep: bool = False) -> dict[str, torch.Tensor]:
+def rws_loss(
+    model, x: torch.Tensor, k: int = 5, sleep: bool = False
+) -> dict[str, torch.Tensor]:
     """Reweighted wake-sleep with k samples: wake-θ and wake-φ (plus sleep-φ if ``sleep``).
 
     The surrogate -Σ_i w̃_i [log p(x, z_i) + log q(z_i|x)] with the weights and z held fixed
@@ -85,7 +95,9 @@ def rws_loss(model, x: torch.Tensor, k: int = 5, sleep: bool = False) -> dict[st
     with torch.no_grad():
         z = q.sample((k,))  # (k, B, D)
     px = model.decode(z)
-    log_joint = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(z)  # (k, B)
+    log_joint = px.log_prob(check_likelihood_input(px, x)) + model.prior.log_prob(
+        z
+    )  # (k, B)
     log_q = q.log_prob(z)  # (k, B)
     w = torch.softmax((log_joint - log_q).detach(), 0)  # (k, B) normalised weights
     loss = -(w * (log_joint + log_q)).sum(0)
@@ -106,16 +118,22 @@ def sampled_log_weights(model, x: torch.Tensor, k: int) -> torch.Tensor:
     q = model.encode(x)
     z = q.sample((k,))  # (k, B, D)
     check_likelihood_input(model.decode(z[:1, :1]), x)
-    chunk = max(1, 2**20 // max(1, x[0].numel() * x.shape[0]))  # decoder outputs per call stay cache-sized
+    chunk = max(
+        1, 2**20 // max(1, x[0].numel() * x.shape[0])
+    )  # decoder outputs per call stay cache-sized
     log_px = torch.cat([model.decode(c).log_prob(x) for c in z.split(chunk)])  # (k, B)
     return log_px + model.prior.log_prob(z) - q.log_prob(z)
 
 
-def kl_both_ways(p, loc: torch.Tensor, scale: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_both_ways(
+    p, loc: torch.Tensor, scale: torch.Tensor, grid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(q ‖ p) and KL(p ‖ q) for 1-D Gaussians q = N(loc, scale²) against a 1-D density ``p``, by
     the trapezoidal rule on ``grid`` ``[G]`` (wide and fine enough for both); loc and scale broadcast."""
     check_tensor("grid", grid, ndim=1, floating=True)
-    lq = torch.distributions.Normal(loc[..., None], scale[..., None]).log_prob(grid)  # (..., G)
+    lq = torch.distributions.Normal(loc[..., None], scale[..., None]).log_prob(
+        grid
+    )  # (..., G)
     lp = p.log_prob(grid)  # (G,)
     kl_qp = torch.trapezoid(lq.exp() * (lq - lp), grid)
     kl_pq = torch.trapezoid(lp.exp() * (lp - lq), grid)
@@ -129,15 +147,22 @@ class HelmholtzMachine(nn.Module):
     Bernoulli with logits from MLPs (``hidden=()`` gives the one-layer sigmoid belief net).
     """
 
-    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 64, hidden: Sequence[int] = (200,),
-                 activation: str = "tanh"):
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 64,
+        hidden: Sequence[int] = (200,),
+        activation: str = "tanh",
+    ):
         super().__init__()
         check_positive_int(latent_dim=latent_dim)
         self.x_shape, self.latent_dim = tuple(x_shape), latent_dim
         n = math.prod(self.x_shape)
         self.prior_logits = nn.Parameter(torch.zeros(latent_dim))
         self.generative = mlp([latent_dim, *hidden, n], activation)
-        self.recognition = nn.Sequential(nn.Flatten(), mlp([n, *hidden, latent_dim], activation))
+        self.recognition = nn.Sequential(
+            nn.Flatten(), mlp([n, *hidden, latent_dim], activation)
+        )
 
     @property
     def prior(self) -> Independent:
@@ -145,13 +170,19 @@ class HelmholtzMachine(nn.Module):
 
     def encode(self, x: torch.Tensor) -> Independent:
         if tuple(x.shape[1:]) != self.x_shape:
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.x_shape))}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape [B, {', '.join(map(str, self.x_shape))}], got {tuple(x.shape)}"
+            )
         return bernoulli(self.recognition(x), 1)
 
     def decode(self, z: torch.Tensor) -> Independent:
         if z.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must have {self.latent_dim} units in its last axis, got shape {tuple(z.shape)}")
-        logits = self.generative(z.reshape(-1, self.latent_dim)).reshape(*z.shape[:-1], *self.x_shape)
+            raise ValueError(
+                f"z must have {self.latent_dim} units in its last axis, got shape {tuple(z.shape)}"
+            )
+        logits = self.generative(z.reshape(-1, self.latent_dim)).reshape(
+            *z.shape[:-1], *self.x_shape
+        )
         return bernoulli(logits, len(self.x_shape))
 
     @torch.no_grad()
@@ -177,7 +208,9 @@ class EvaluateAt:
             state.model.eval()
             with torch.random.fork_rng(devices=[]):
                 out = self.fn(state.model)
-            self.records.append({"step": state.step, "cpu_seconds": t0 - self.start - self.spent, **out})
+            self.records.append(
+                {"step": state.step, "cpu_seconds": t0 - self.start - self.spent, **out}
+            )
             state.model.train(was_training)
             self.spent += time.process_time() - t0
 
@@ -197,17 +230,32 @@ def mcem_m_loss(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class MCEMChains:
     """One persistent HMC chain (and step size) per training image for Monte Carlo EM."""
 
-    def __init__(self, model, n: int, step_size: float = 0.05, n_leapfrog: int = 10, target_accept: float = 0.9,
-                 adapt_rate: float = 0.3):
+    def __init__(
+        self,
+        model,
+        n: int,
+        step_size: float = 0.05,
+        n_leapfrog: int = 10,
+        target_accept: float = 0.9,
+        adapt_rate: float = 0.3,
+    ):
         check_positive_int(n=n, n_leapfrog=n_leapfrog)
         check_positive_number(step_size=step_size)
         with torch.no_grad():
             self.z = model.prior.sample((n,))  # (N, D)
-        self.step_size = torch.full((n,), float(step_size), dtype=self.z.dtype, device=self.z.device)
-        self.n_leapfrog, self.target_accept, self.adapt_rate = n_leapfrog, target_accept, adapt_rate
+        self.step_size = torch.full(
+            (n,), float(step_size), dtype=self.z.dtype, device=self.z.device
+        )
+        self.n_leapfrog, self.target_accept, self.adapt_rate = (
+            n_leapfrog,
+            target_accept,
+            adapt_rate,
+        )
         self.accept = torch.zeros_like(self.step_size)
 
-    def e_step(self, model, x: torch.Tensor, idx: torch.Tensor, transitions: int = 1) -> torch.Tensor:
+    def e_step(
+        self, model, x: torch.Tensor, idx: torch.Tensor, transitions: int = 1
+    ) -> torch.Tensor:
         """Move the chains of images ``idx`` by HMC on p_θ(z|x); adapt their step sizes; return z ``[B, D]``."""
         lp = hmc.log_joint(model, x)
         state, eps = hmc.init_state(lp, self.z[idx]), self.step_size[idx]
@@ -218,21 +266,40 @@ class MCEMChains:
         return state.z
 
 
-def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: float = 1e-3, m_steps: int = 5,
-             n_leapfrog: int = 10, transitions: int = 1, transform: Callable | None = None,
-             callbacks: Sequence = (), seed: int = 0, progress: bool = True, desc: str = "MCEM") -> History:
+def fit_mcem(
+    model,
+    x: torch.Tensor,
+    steps: int,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    m_steps: int = 5,
+    n_leapfrog: int = 10,
+    transitions: int = 1,
+    transform: Callable | None = None,
+    callbacks: Sequence = (),
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "MCEM",
+) -> History:
     """Monte Carlo EM on the images ``x`` ``[N, ...]`` for ``steps`` E-steps: each draws a minibatch,
     moves its chains by ``transitions`` HMC transitions of ``n_leapfrog`` leapfrog steps, then
     takes ``m_steps`` Adam steps on -log p_θ(x, z). ``state.step`` (what callbacks see) counts
     E-steps, so ``step * batch_size`` is the number of training images evaluated."""
-    check_positive_int(steps=steps, batch_size=batch_size, m_steps=m_steps, n_leapfrog=n_leapfrog,
-                       transitions=transitions)
+    check_positive_int(
+        steps=steps,
+        batch_size=batch_size,
+        m_steps=m_steps,
+        n_leapfrog=n_leapfrog,
+        transitions=transitions,
+    )
     check_positive_number(lr=lr)
     device = next(model.parameters()).device
     check_data("x", x)
     x = x.to(device)
     check_data("x", x, model)  # the model's dtype (the device is the model's now)
-    if transform is None:  # every image, once (else the first transformed batch is checked)
+    if (
+        transform is None
+    ):  # every image, once (else the first transformed batch is checked)
         check_model_data(model, x)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -243,7 +310,9 @@ def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: floa
     model.train()
     first = value_checks_enabled()
     for i in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        with input_checks(first and i == 0):  # values checked on the first batch, then skipped (a host sync each)
+        with input_checks(
+            first and i == 0
+        ):  # values checked on the first batch, then skipped (a host sync each)
             idx = torch.randperm(x.shape[0], generator=g)[:batch_size].to(device)
             xb = x[idx] if transform is None else transform(x[idx])
             z = chains.e_step(model, xb, idx, transitions)
@@ -257,8 +326,13 @@ def fit_mcem(model, x: torch.Tensor, steps: int, batch_size: int = 100, lr: floa
             for cb in callbacks:
                 if hasattr(cb, "on_step"):
                     cb.on_step(state)
-    state.history.records.append({"step": state.step, "seconds": time.perf_counter() - t0,
-                                  "loss": float(torch.stack(losses).mean()),
-                                  "accept_rate": float(chains.accept.mean())})
+    state.history.records.append(
+        {
+            "step": state.step,
+            "seconds": time.perf_counter() - t0,
+            "loss": float(torch.stack(losses).mean()),
+            "accept_rate": float(chains.accept.mean()),
+        }
+    )
     model.eval()
     return state.history

@@ -21,6 +21,7 @@ whose ``log_prob(x)`` is exact (teacher forcing: one pass of the masked network,
 leading sample dimensions of z), so ``vaekit.elbo``, ``vaekit.iwae_bound`` and
 ``vaekit.metrics.log_likelihood`` work unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,11 +33,18 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from ..nets import GaussianEncoder, _activation
-from ..utils import check_positive_int, check_tensor, check_unit_interval, value_checks_enabled
+from ..utils import (
+    check_positive_int,
+    check_tensor,
+    check_unit_interval,
+    value_checks_enabled,
+)
 from .vae import VAE
 
 
-def made_masks(n: int, hidden: int, context: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def made_masks(
+    n: int, hidden: int, context: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """0/1 masks of a one-hidden-layer MADE over ``n`` inputs in their natural order.
 
     Returns ``(m_in [hidden, n], m_out [n, hidden], m_direct [n, n])`` such that output i depends only
@@ -46,10 +54,18 @@ def made_masks(n: int, hidden: int, context: int | None = None) -> tuple[torch.T
     a + b - 1 = c, so that the window holds exactly the c previous pixels.
     """
     check_positive_int(n=n, hidden=hidden)
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
-        raise ValueError(f"context must be a positive int (pixels seen before each one) or None (all), got {context!r}")
+    if context is not None and (
+        isinstance(context, bool) or not isinstance(context, int) or context < 1
+    ):
+        raise ValueError(
+            f"context must be a positive int (pixels seen before each one) or None (all), got {context!r}"
+        )
     j = torch.arange(n)
-    deg = torch.floor(torch.arange(hidden) * max(n - 1, 1) / hidden).long().clamp(max=max(n - 2, 0))  # (hidden,)
+    deg = (
+        torch.floor(torch.arange(hidden) * max(n - 1, 1) / hidden)
+        .long()
+        .clamp(max=max(n - 2, 0))
+    )  # (hidden,)
     m_in = j[None, :] <= deg[:, None]  # (hidden, n)
     m_out = deg[None, :] < j[:, None]  # (n, hidden)
     m_direct = j[None, :] < j[:, None]  # (n, n)
@@ -77,12 +93,26 @@ class AutoregressiveDecoder(nn.Module):
             never in ``eval()`` mode.
     """
 
-    def __init__(self, x_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 20, hidden: int = 400,
-                 z_hidden: int = 400, context: int | None = None, dropout: float = 0.0, activation: str = "relu"):
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 20,
+        hidden: int = 400,
+        z_hidden: int = 400,
+        context: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ):
         super().__init__()
         check_positive_int(latent_dim=latent_dim, hidden=hidden, z_hidden=z_hidden)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout < 1
+        ):
+            raise ValueError(
+                f"dropout must be a probability in [0, 1), got {dropout!r}"
+            )
         self.x_shape, self.latent_dim = tuple(int(s) for s in x_shape), latent_dim
         self.context, self.dropout = context, float(dropout)
         n = math.prod(self.x_shape)
@@ -95,9 +125,14 @@ class AutoregressiveDecoder(nn.Module):
         self.h_to_logits = nn.Linear(hidden, n)
         self.direct = nn.Linear(n, n, bias=False)
         self.act = _activation(activation)()
-        self.z_net = nn.Sequential(nn.Linear(latent_dim, z_hidden), _activation(activation)(),
-                                   nn.Linear(z_hidden, hidden))
-        with torch.no_grad():  # masked-out weights are never used; zero them so norms mean something
+        self.z_net = nn.Sequential(
+            nn.Linear(latent_dim, z_hidden),
+            _activation(activation)(),
+            nn.Linear(z_hidden, hidden),
+        )
+        with (
+            torch.no_grad()
+        ):  # masked-out weights are never used; zero them so norms mean something
             self.x_to_h.weight.mul_(m_in)
             self.h_to_logits.weight.mul_(m_out)
             self.direct.weight.mul_(m_direct)
@@ -109,7 +144,9 @@ class AutoregressiveDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> "AutoregressiveBernoulli":
         check_tensor("z", z, floating=True)
         if z.dim() == 0 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must have shape [..., {self.latent_dim}] (latent_dim in its last axis), got {tuple(z.shape)}")
+            raise ValueError(
+                f"z must have shape [..., {self.latent_dim}] (latent_dim in its last axis), got {tuple(z.shape)}"
+            )
         return AutoregressiveBernoulli(self, z)
 
     def _x_terms(self, x_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,9 +160,16 @@ class AutoregressiveDecoder(nn.Module):
 
     def logits(self, x_flat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """logit of p(x_i = 1 | x_<i, z) for every pixel: x ``[..., n]`` and z ``[..., D]`` (broadcast) -> ``[..., n]``."""
-        pre, direct = self._x_terms(x_flat)  # computed once per image, shared by all its z samples
-        h = self.act(pre + self.z_net(z))  # (..., hidden): z's offsets broadcast over its samples
-        return F.linear(h, self.h_to_logits.weight * self.m_out, self.h_to_logits.bias) + direct
+        pre, direct = self._x_terms(
+            x_flat
+        )  # computed once per image, shared by all its z samples
+        h = self.act(
+            pre + self.z_net(z)
+        )  # (..., hidden): z's offsets broadcast over its samples
+        return (
+            F.linear(h, self.h_to_logits.weight * self.m_out, self.h_to_logits.bias)
+            + direct
+        )
 
 
 class AutoregressiveBernoulli(Distribution):
@@ -145,36 +189,54 @@ class AutoregressiveBernoulli(Distribution):
 
     def __init__(self, decoder: AutoregressiveDecoder, z: torch.Tensor):
         self.decoder, self.z = decoder, z
-        super().__init__(batch_shape=z.shape[:-1], event_shape=torch.Size(decoder.x_shape), validate_args=False)
+        super().__init__(
+            batch_shape=z.shape[:-1],
+            event_shape=torch.Size(decoder.x_shape),
+            validate_args=False,
+        )
 
     def _check_x(self, x: torch.Tensor) -> None:
         check_tensor("x", x, floating=True)
         k = len(self.event_shape)
-        if tuple(x.shape[x.dim() - k:]) != tuple(self.event_shape) or x.dim() < k:
-            raise ValueError(f"x must have shape [..., {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
+        if tuple(x.shape[x.dim() - k :]) != tuple(self.event_shape) or x.dim() < k:
+            raise ValueError(
+                f"x must have shape [..., {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}"
+            )
         try:
-            torch.broadcast_shapes(x.shape[:x.dim() - k], self.batch_shape)
+            torch.broadcast_shapes(x.shape[: x.dim() - k], self.batch_shape)
         except RuntimeError:
-            raise ValueError(f"x's leading shape {list(x.shape[:x.dim() - k])} does not broadcast against the batch "
-                             f"shape {list(self.batch_shape)} of z") from None
+            raise ValueError(
+                f"x's leading shape {list(x.shape[: x.dim() - k])} does not broadcast against the batch "
+                f"shape {list(self.batch_shape)} of z"
+            ) from None
         if x.dtype != self.z.dtype or x.device != self.z.device:
-            raise ValueError(f"x must have z's dtype and device ({self.z.dtype}, {self.z.device}), got ({x.dtype}, {x.device})")
+            raise ValueError(
+                f"x must have z's dtype and device ({self.z.dtype}, {self.z.device}), got ({x.dtype}, {x.device})"
+            )
         if value_checks_enabled() and x.device.type != "meta" and x.numel():
             check_unit_interval("x", x, "an autoregressive Bernoulli likelihood")
             if not bool(((x == 0) | (x == 1)).all()):
-                raise ValueError("x must be binary (0 or 1) for an autoregressive Bernoulli likelihood: its pixels are "
-                                 "the network's inputs; binarize first (vaekit.data.binarize)")
+                raise ValueError(
+                    "x must be binary (0 or 1) for an autoregressive Bernoulli likelihood: its pixels are "
+                    "the network's inputs; binarize first (vaekit.data.binarize)"
+                )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel conditional logits ``[*broadcast, *x_shape]`` given x (teacher forcing)."""
         self._check_x(x)
         k = len(self.event_shape)
-        return self.decoder.logits(x.flatten(x.dim() - k), self.z).unflatten(-1, self.event_shape)
+        return self.decoder.logits(x.flatten(x.dim() - k), self.z).unflatten(
+            -1, self.event_shape
+        )
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)
         x = x.expand_as(logits)
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(-len(self.event_shape)).sum(-1)
+        return (
+            -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+            .flatten(-len(self.event_shape))
+            .sum(-1)
+        )
 
     @torch.no_grad()
     def _sequential(self, sample_shape: torch.Size, draw: bool) -> torch.Tensor:
@@ -187,10 +249,14 @@ class AutoregressiveBernoulli(Distribution):
         w_out = dec.h_to_logits.weight * dec.m_out  # (n, hidden)
         w_direct = dec.direct.weight * dec.m_direct  # (n, n)
         pre = dec.x_to_h.bias + dec.z_net(z)  # (..., hidden): no pixel set yet
-        inp = torch.zeros(shape + (n,), dtype=z.dtype, device=z.device)  # pixels coded -1/+1 (probabilities 2p - 1)
+        inp = torch.zeros(
+            shape + (n,), dtype=z.dtype, device=z.device
+        )  # pixels coded -1/+1 (probabilities 2p - 1)
         x = torch.zeros_like(inp)
         for i in range(n):  # no input dropout while generating
-            logit = dec.act(pre) @ w_out[i] + dec.h_to_logits.bias[i] + inp @ w_direct[i]  # (...)
+            logit = (
+                dec.act(pre) @ w_out[i] + dec.h_to_logits.bias[i] + inp @ w_direct[i]
+            )  # (...)
             p = torch.sigmoid(logit)
             x[..., i] = torch.bernoulli(p) if draw else p
             inp[..., i] = 2 * x[..., i] - 1
@@ -206,8 +272,14 @@ class AutoregressiveBernoulli(Distribution):
         return self._sequential(torch.Size(), draw=False)
 
 
-def autoregressive_vae(latent_dim: int = 20, encoder_hidden: int = 400, x_shape: Sequence[int] = (1, 28, 28),
-                       **decoder_kwargs) -> VAE:
+def autoregressive_vae(
+    latent_dim: int = 20,
+    encoder_hidden: int = 400,
+    x_shape: Sequence[int] = (1, 28, 28),
+    **decoder_kwargs,
+) -> VAE:
     """A :class:`vaekit.VAE` with an MLP encoder and an :class:`AutoregressiveDecoder` (``decoder_kwargs``)."""
     enc = GaussianEncoder.mlp(x_shape, latent_dim, (encoder_hidden,))
-    return VAE(enc, AutoregressiveDecoder(x_shape, latent_dim, **decoder_kwargs), latent_dim)
+    return VAE(
+        enc, AutoregressiveDecoder(x_shape, latent_dim, **decoder_kwargs), latent_dim
+    )

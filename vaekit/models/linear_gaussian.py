@@ -11,6 +11,7 @@ so every estimator and bound in the series can be checked against the exact log 
 The model has the ``decode`` / ``prior`` interface of :mod:`vaekit.objectives`, so
 ``elbo(model, x, q=...)`` and ``iwae_bound(model, x, k, q=...)`` work on it directly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,13 @@ class LinearGaussian(nn.Module):
     otherwise they are buffers and the model is a fixed ground truth.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, sigma: float, learnable: bool = True):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        sigma: float,
+        learnable: bool = True,
+    ):
         super().__init__()
         weight = torch.as_tensor(weight)
         if not weight.is_floating_point():
@@ -36,12 +43,18 @@ class LinearGaussian(nn.Module):
         check_tensor("weight", weight, ndim=2, floating=True)
         bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device)
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape [D] = [{weight.shape[0]}] to match weight [D, d] = "
-                             f"{list(weight.shape)}, got {list(bias.shape)}")
+            raise ValueError(
+                f"bias must have shape [D] = [{weight.shape[0]}] to match weight [D, d] = "
+                f"{list(weight.shape)}, got {list(bias.shape)}"
+            )
         sigma = torch.as_tensor(sigma, dtype=weight.dtype, device=weight.device)
         if sigma.dim() != 0 or not bool(sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        params = {"weight": weight.detach().clone(), "bias": bias.detach().clone(), "log_sigma": sigma.log()}
+        params = {
+            "weight": weight.detach().clone(),
+            "bias": bias.detach().clone(),
+            "log_sigma": sigma.log(),
+        }
         for name, value in params.items():
             if learnable:
                 setattr(self, name, nn.Parameter(value))
@@ -49,8 +62,16 @@ class LinearGaussian(nn.Module):
                 self.register_buffer(name, value)
 
     @classmethod
-    def random(cls, x_dim: int, z_dim: int, sigma: float = 0.5, seed: int = 0, learnable: bool = True,
-               dtype: torch.dtype | None = None, device=None) -> "LinearGaussian":
+    def random(
+        cls,
+        x_dim: int,
+        z_dim: int,
+        sigma: float = 0.5,
+        seed: int = 0,
+        learnable: bool = True,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ) -> "LinearGaussian":
         """A model with W ~ N(0, 1) entries ``[x_dim, z_dim]`` and b ~ N(0, 1), drawn with ``seed``.
 
         Each latent dimension moves x by about one unit per unit of z, so the posterior narrows
@@ -85,7 +106,9 @@ class LinearGaussian(nn.Module):
         """p(x|z) = N(W z + b, sigma^2 I) for z ``[..., d]``: batch ``[...]``, event ``[D]``."""
         check_tensor("z", z, floating=True)
         if z.shape[-1] != self.z_dim:
-            raise ValueError(f"z must have {self.z_dim} latent dimensions in its last axis, got shape {tuple(z.shape)}")
+            raise ValueError(
+                f"z must have {self.z_dim} latent dimensions in its last axis, got shape {tuple(z.shape)}"
+            )
         loc = z @ self.weight.T + self.bias  # (..., D)
         return Independent(Normal(loc, self.sigma.expand_as(loc)), 1)
 
@@ -101,7 +124,7 @@ class LinearGaussian(nn.Module):
     def marginal(self) -> MultivariateNormal:
         """p(x) = N(b, W W^T + sigma^2 I_D)."""
         eye = torch.eye(self.x_dim, dtype=self.weight.dtype, device=self.weight.device)
-        cov = self.weight @ self.weight.T + self.sigma ** 2 * eye  # (D, D)
+        cov = self.weight @ self.weight.T + self.sigma**2 * eye  # (D, D)
         return MultivariateNormal(self.bias, scale_tril=torch.linalg.cholesky(cov))
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +135,7 @@ class LinearGaussian(nn.Module):
     def posterior(self, x: torch.Tensor) -> MultivariateNormal:
         """Exact p(z|x) for x ``[B, D]``: a MultivariateNormal with batch ``[B]`` and event ``[d]``."""
         self._check_x(x)
-        s2 = self.sigma ** 2
+        s2 = self.sigma**2
         eye = torch.eye(self.z_dim, dtype=self.weight.dtype, device=self.weight.device)
         precision = eye + self.weight.T @ self.weight / s2  # (d, d)
         cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))  # (d, d)
@@ -122,14 +145,21 @@ class LinearGaussian(nn.Module):
         return MultivariateNormal(mean, scale_tril=scale_tril)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral sampling: z ~ p(z), then x ~ p(x|z). Returns (x ``[n, D]``, z ``[n, d]``)."""
         check_positive_int(n=n)
-        kw = dict(dtype=self.weight.dtype, device=self.weight.device, generator=generator)
+        kw = dict(
+            dtype=self.weight.dtype, device=self.weight.device, generator=generator
+        )
         z = torch.randn(n, self.z_dim, **kw)
-        x = z @ self.weight.T + self.bias + self.sigma * torch.randn(n, self.x_dim, **kw)
+        x = (
+            z @ self.weight.T
+            + self.bias
+            + self.sigma * torch.randn(n, self.x_dim, **kw)
+        )
         return x, z
 
     def extra_repr(self) -> str:
         return f"x_dim={self.x_dim}, z_dim={self.z_dim}, sigma={float(self.sigma.detach()):.4g}"
-

@@ -1,4 +1,5 @@
 """The variational autoencoder: an encoder q(z|x), a decoder p(x|z) and a prior p(z) = N(0, I)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -38,7 +39,9 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor):
         check_tensor("z", z, floating=True)
         if z.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must have {self.latent_dim} latent dimensions in its last axis, got shape {tuple(z.shape)}")
+            raise ValueError(
+                f"z must have {self.latent_dim} latent dimensions in its last axis, got shape {tuple(z.shape)}"
+            )
         return self.decoder(z)
 
     @torch.no_grad()
@@ -58,16 +61,34 @@ class VAE(nn.Module):
         return module_device(self)
 
     @classmethod
-    def mlp(cls, x_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 20, hidden: Sequence[int] = (400,),
-            activation: str = "relu", likelihood: str = "bernoulli", sigma: float | None = None) -> "VAE":
+    def mlp(
+        cls,
+        x_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 20,
+        hidden: Sequence[int] = (400,),
+        activation: str = "relu",
+        likelihood: str = "bernoulli",
+        sigma: float | None = None,
+    ) -> "VAE":
         """MLP encoder and decoder with the same hidden sizes (mirrored), e.g. 784-400-20."""
         enc = GaussianEncoder.mlp(x_shape, latent_dim, tuple(hidden), activation)
-        dec = Decoder.mlp(x_shape, latent_dim, tuple(reversed(hidden)), activation, likelihood, sigma)
+        dec = Decoder.mlp(
+            x_shape, latent_dim, tuple(reversed(hidden)), activation, likelihood, sigma
+        )
         return cls(enc, dec, latent_dim)
 
     @classmethod
-    def conv(cls, x_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 20, hidden: int = 32,
-             likelihood: str = "bernoulli", sigma: float | None = None) -> "VAE":
+    def conv(
+        cls,
+        x_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 20,
+        hidden: int = 32,
+        likelihood: str = "bernoulli",
+        sigma: float | None = None,
+    ) -> "VAE":
         """Small convolutional encoder and decoder (28x28 -> 7x7 -> 28x28)."""
-        return cls(GaussianEncoder.conv(x_shape, latent_dim, hidden),
-                   Decoder.conv(x_shape, latent_dim, hidden, likelihood, sigma), latent_dim)
+        return cls(
+            GaussianEncoder.conv(x_shape, latent_dim, hidden),
+            Decoder.conv(x_shape, latent_dim, hidden, likelihood, sigma),
+            latent_dim,
+        )

@@ -21,6 +21,7 @@ current batch. ``kmeans_init=True`` sets the codebook by k-means (k-means++ seed
 training batch.
 All bookkeeping is tensor arithmetic without host synchronisation, on the caller's device.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -39,8 +40,10 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
     if value_checks_enabled() and indices.numel():
         lo, hi = torch.aminmax(indices.reshape(-1))
         if not bool((lo >= 0) & (hi < num_codes)):
-            raise ValueError(f"indices must be codes in [0, {num_codes - 1}] (num_codes={num_codes}), "
-                             f"got values in [{int(lo)}, {int(hi)}]")
+            raise ValueError(
+                f"indices must be codes in [0, {num_codes - 1}] (num_codes={num_codes}), "
+                f"got values in [{int(lo)}, {int(hi)}]"
+            )
     return torch.bincount(indices.reshape(-1).long(), minlength=num_codes)[:num_codes]
 
 
@@ -62,7 +65,9 @@ def dead_code_fraction(indices: torch.Tensor, num_codes: int) -> float:
 
 def _nearest(flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Row-wise index of the nearest row of ``codes`` ``[K, D]`` for ``flat`` ``[N, D]`` -> ``[N]``."""
-    d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)  # (N, K)
+    d = (
+        flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)
+    )  # (N, K)
     return d.argmin(1)
 
 
@@ -94,11 +99,29 @@ class VectorQuantizer(nn.Module):
         device, dtype: where the codebook is created (default: torch's defaults).
     """
 
-    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, *, ema: bool = True,
-                 decay: float = 0.99, eps: float = 1e-5, restart: bool = True, dead_after: int = 20,
-                 kmeans_init: bool = False, kmeans_iters: int = 10, device=None, dtype=None):
+    def __init__(
+        self,
+        num_codes: int,
+        code_dim: int,
+        beta: float = 0.25,
+        *,
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart: bool = True,
+        dead_after: int = 20,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
-        check_positive_int(num_codes=num_codes, code_dim=code_dim, dead_after=dead_after, kmeans_iters=kmeans_iters)
+        check_positive_int(
+            num_codes=num_codes,
+            code_dim=code_dim,
+            dead_after=dead_after,
+            kmeans_iters=kmeans_iters,
+        )
         if not beta >= 0:
             raise ValueError(f"beta must be non-negative, got {beta!r}")
         if not 0 <= decay < 1:
@@ -112,26 +135,40 @@ class VectorQuantizer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         init = torch.empty(num_codes, code_dim, **factory)
         if init.device.type != "meta":
-            init.uniform_(-1.0 / num_codes, 1.0 / num_codes)  # as in common PyTorch VQ-VAE implementations (the paper gives none)
+            init.uniform_(
+                -1.0 / num_codes, 1.0 / num_codes
+            )  # as in common PyTorch VQ-VAE implementations (the paper gives none)
         if ema:
             self.register_buffer("codebook", init)  # (K, D)
-            self.register_buffer("ema_count", torch.ones(num_codes, **factory))  # (K,) N_k
+            self.register_buffer(
+                "ema_count", torch.ones(num_codes, **factory)
+            )  # (K,) N_k
             self.register_buffer("ema_sum", init.clone())  # (K, D) m_k = N_k e_k
         else:
             self.codebook = nn.Parameter(init)  # (K, D)
-        self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long, device=device))  # (K,)
-        self.register_buffer("initialized", torch.tensor(not kmeans_init, device=device))
-        self._initialized = not kmeans_init  # host-side copy: the buffer is read once, not every step
+        self.register_buffer(
+            "steps_unused", torch.zeros(num_codes, dtype=torch.long, device=device)
+        )  # (K,)
+        self.register_buffer(
+            "initialized", torch.tensor(not kmeans_init, device=device)
+        )
+        self._initialized = (
+            not kmeans_init
+        )  # host-side copy: the buffer is read once, not every step
 
     def extra_repr(self) -> str:
-        return (f"num_codes={self.num_codes}, code_dim={self.code_dim}, beta={self.beta}, ema={self.ema}, "
-                f"restart={self.restart}, kmeans_init={self.kmeans_init}")
+        return (
+            f"num_codes={self.num_codes}, code_dim={self.code_dim}, beta={self.beta}, ema={self.ema}, "
+            f"restart={self.restart}, kmeans_init={self.kmeans_init}"
+        )
 
     # --- lookup -------------------------------------------------------------------------------
     def _check(self, z_e: torch.Tensor) -> None:
         check_tensor("z_e", z_e, ndim=4, floating=True)
         if z_e.shape[1] != self.code_dim:
-            raise ValueError(f"z_e must have shape [B, {self.code_dim}, H, W] (code_dim channels), got {tuple(z_e.shape)}")
+            raise ValueError(
+                f"z_e must have shape [B, {self.code_dim}, H, W] (code_dim channels), got {tuple(z_e.shape)}"
+            )
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code (squared Euclidean distance) for each row of ``flat`` ``[N, D]`` -> ``[N]``."""
@@ -139,8 +176,17 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices ``[B, H, W]`` -> quantized tensor ``[B, D, H, W]`` (no gradient tricks)."""
-        check_tensor("indices", indices, ndim=3, integer=True, min_value=0, max_value=self.num_codes - 1)
-        return F.embedding(indices.long(), self.codebook).permute(0, 3, 1, 2)  # (B, D, H, W)
+        check_tensor(
+            "indices",
+            indices,
+            ndim=3,
+            integer=True,
+            min_value=0,
+            max_value=self.num_codes - 1,
+        )
+        return F.embedding(indices.long(), self.codebook).permute(
+            0, 3, 1, 2
+        )  # (B, D, H, W)
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> VQOutput:
@@ -150,28 +196,47 @@ class VectorQuantizer(nn.Module):
         if self.training and not self._initialized:
             self._kmeans_init(flat.detach())
         idx = self.nearest(flat.detach())  # (N,)
-        e = F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, H, W)
+        e = (
+            F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)
+        )  # (B, D, H, W)
         codebook_loss = (z_e.detach() - e).pow(2).sum((1, 2, 3))  # (B,)
         commitment_loss = self.beta * (z_e - e.detach()).pow(2).sum((1, 2, 3))  # (B,)
         loss = commitment_loss if self.ema else codebook_loss + commitment_loss
-        quantized = e.detach() + (z_e - z_e.detach())  # straight-through: value exactly e, d/dz_e = identity
+        quantized = e.detach() + (
+            z_e - z_e.detach()
+        )  # straight-through: value exactly e, d/dz_e = identity
         onehot = F.one_hot(idx, self.num_codes).type_as(flat)  # (N, K)
         counts = onehot.sum(0)  # (K,)
-        if self.training:  # codebook updates come after the lookup: this batch used the old codes
+        if (
+            self.training
+        ):  # codebook updates come after the lookup: this batch used the old codes
             with torch.no_grad():
                 if self.ema:
                     self._ema_update(flat.detach(), onehot, counts)
                 self._track_and_restart(flat.detach(), counts)
         perplexity = perplexity_of_counts(counts)
-        return VQOutput(quantized, idx.view(b, h, w), codebook_loss, commitment_loss, loss, perplexity)
+        return VQOutput(
+            quantized,
+            idx.view(b, h, w),
+            codebook_loss,
+            commitment_loss,
+            loss,
+            perplexity,
+        )
 
     # --- codebook learning --------------------------------------------------------------------
-    def _ema_update(self, flat: torch.Tensor, onehot: torch.Tensor, counts: torch.Tensor) -> None:
+    def _ema_update(
+        self, flat: torch.Tensor, onehot: torch.Tensor, counts: torch.Tensor
+    ) -> None:
         """N_k <- g N_k + (1-g) n_k;  m_k <- g m_k + (1-g) sum_{i->k} z_i;  e_k = m_k / N~_k (Laplace-smoothed)."""
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)  # (K, D)
+        self.ema_sum.mul_(self.decay).add_(
+            onehot.t() @ flat, alpha=1 - self.decay
+        )  # (K, D)
         n = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # (K,)
+        smoothed = (
+            (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+        )  # (K,)
         self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
 
     def _track_and_restart(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
@@ -180,9 +245,13 @@ class VectorQuantizer(nn.Module):
         if not self.restart:
             return
         dead = self.steps_unused >= self.dead_after  # (K,)
-        pick = torch.randint(flat.shape[0], (self.num_codes,), device=flat.device)  # (K,)
+        pick = torch.randint(
+            flat.shape[0], (self.num_codes,), device=flat.device
+        )  # (K,)
         fresh = flat[pick]  # (K, D) random recent encoder outputs
-        self.codebook.data.copy_(torch.where(dead.unsqueeze(1), fresh, self.codebook.data))
+        self.codebook.data.copy_(
+            torch.where(dead.unsqueeze(1), fresh, self.codebook.data)
+        )
         if self.ema:
             self.ema_sum.copy_(torch.where(dead.unsqueeze(1), fresh, self.ema_sum))
             self.ema_count.masked_fill_(dead, 1.0)
@@ -193,10 +262,14 @@ class VectorQuantizer(nn.Module):
         """k-means on ``flat`` ``[N, D]`` (k-means++ seeding, then Lloyd iterations); sets the codebook."""
         centers = flat[kmeans_pp(flat, self.num_codes)]  # (K, D)
         for _ in range(self.kmeans_iters):
-            onehot = F.one_hot(_nearest(flat, centers), self.num_codes).type_as(flat)  # (N, K)
+            onehot = F.one_hot(_nearest(flat, centers), self.num_codes).type_as(
+                flat
+            )  # (N, K)
             counts = onehot.sum(0)  # (K,)
             means = onehot.t() @ flat / counts.clamp_min(1).unsqueeze(1)  # (K, D)
-            centers = torch.where((counts > 0).unsqueeze(1), means, centers)  # empty clusters stay put
+            centers = torch.where(
+                (counts > 0).unsqueeze(1), means, centers
+            )  # empty clusters stay put
         self.codebook.data.copy_(centers)
         if self.ema:
             self.ema_sum.copy_(centers)

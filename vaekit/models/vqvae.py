@@ -14,6 +14,7 @@ is an upper bound on ``-log p(x)`` comparable with a VAE's negative ELBO (:meth:
 :func:`nearest_neighbour_accuracy` compares generated images with real ones by a two-sample test
 on draws, which, unlike the entropy of the pixel probabilities, gives nothing for overconfidence.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,12 +39,27 @@ class VQVAE(nn.Module):
             ``dead_after``, ``kmeans_init``, ``decay``, ...).
     """
 
-    def __init__(self, num_codes: int = 64, code_dim: int = 16, hidden: int = 32, channels: int = 1, **vq_kwargs):
+    def __init__(
+        self,
+        num_codes: int = 64,
+        code_dim: int = 16,
+        hidden: int = 32,
+        channels: int = 1,
+        **vq_kwargs,
+    ):
         super().__init__()
-        self.num_codes, self.code_dim, self.x_shape = num_codes, code_dim, (channels, 28, 28)
-        self.encoder = conv_trunk(channels, hidden, code_dim)  # (B, C, 28, 28) -> (B, D, 7, 7)
+        self.num_codes, self.code_dim, self.x_shape = (
+            num_codes,
+            code_dim,
+            (channels, 28, 28),
+        )
+        self.encoder = conv_trunk(
+            channels, hidden, code_dim
+        )  # (B, C, 28, 28) -> (B, D, 7, 7)
         self.quantizer = VectorQuantizer(num_codes, code_dim, **vq_kwargs)
-        self.decoder = deconv_trunk(code_dim, hidden, channels)  # (B, D, 7, 7) -> (B, C, 28, 28) logits
+        self.decoder = deconv_trunk(
+            code_dim, hidden, channels
+        )  # (B, D, 7, 7) -> (B, C, 28, 28) logits
 
     @property
     def device(self) -> torch.device:
@@ -78,8 +94,12 @@ class VQVAE(nn.Module):
         was_training, dev = self.training, self.device
         self.eval()
         try:
-            return torch.cat([self.quantize(self.encode(x[i:i + batch_size].to(dev))).indices
-                              for i in range(0, x.shape[0], batch_size)])
+            return torch.cat(
+                [
+                    self.quantize(self.encode(x[i : i + batch_size].to(dev))).indices
+                    for i in range(0, x.shape[0], batch_size)
+                ]
+            )
         finally:
             self.train(was_training)
 
@@ -91,7 +111,9 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def sample(self, prior, n: int, **sample_kwargs) -> torch.Tensor:
         """``n`` new images: code grids from ``prior.sample(n)``, decoded to pixel probabilities."""
-        return self.decode_indices(prior.sample(n, **sample_kwargs).to(self.device)).mean
+        return self.decode_indices(
+            prior.sample(n, **sample_kwargs).to(self.device)
+        ).mean
 
     @torch.no_grad()
     def nll_bound(self, x: torch.Tensor, prior, batch_size: int = 500) -> torch.Tensor:
@@ -103,10 +125,12 @@ class VQVAE(nn.Module):
         check_data("x", x, ndim=4, shape=self.x_shape)
         dev, out = self.device, []
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(dev)
+            xb = x[i : i + batch_size].to(dev)
             idx = self.codes(xb)
             px = self.decode_indices(idx)
-            out.append(-px.log_prob(check_likelihood_input(px, xb)) - prior.log_prob(idx))
+            out.append(
+                -px.log_prob(check_likelihood_input(px, xb)) - prior.log_prob(idx)
+            )
         return torch.cat(out)
 
 
@@ -117,9 +141,16 @@ def objective(model: VQVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     ``codebook``, ``commitment`` (per example) and the batch ``perplexity``.
     """
     px, vq = model(x)
-    rec = -px.log_prob(check_likelihood_input(px, x))  # (B,): pixels in [0, 1], not 0-255
-    return {"loss": rec + vq.loss, "reconstruction": rec, "codebook": vq.codebook_loss,
-            "commitment": vq.commitment_loss, "perplexity": vq.perplexity}
+    rec = -px.log_prob(
+        check_likelihood_input(px, x)
+    )  # (B,): pixels in [0, 1], not 0-255
+    return {
+        "loss": rec + vq.loss,
+        "reconstruction": rec,
+        "codebook": vq.codebook_loss,
+        "commitment": vq.commitment_loss,
+        "perplexity": vq.perplexity,
+    }
 
 
 class CodebookMonitor:
@@ -138,7 +169,9 @@ class CodebookMonitor:
         self.usage: list[torch.Tensor] = []
 
     def measure(self, model: VQVAE, step: int) -> None:
-        usage = codebook_usage(model.codes(self.x), model.num_codes).cpu()  # one transfer
+        usage = codebook_usage(
+            model.codes(self.x), model.num_codes
+        ).cpu()  # one transfer
         self.steps.append(step)
         self.perplexity.append(float(perplexity_of_counts(usage.double())))
         self.dead_fraction.append(float((usage == 0).double().mean()))
@@ -163,9 +196,13 @@ def nearest_neighbour_accuracy(samples: torch.Tensor, real: torch.Tensor) -> flo
     check_tensor("samples", samples, floating=True)
     check_tensor("real", real, floating=True)
     if samples.shape != real.shape or samples.shape[0] < 2:
-        raise ValueError("samples and real must have the same shape [N, ...] with N >= 2, got "
-                         f"{tuple(samples.shape)} and {tuple(real.shape)}")
-    x = torch.cat([samples, real.to(samples.device, samples.dtype)]).flatten(1)  # (2N, P)
+        raise ValueError(
+            "samples and real must have the same shape [N, ...] with N >= 2, got "
+            f"{tuple(samples.shape)} and {tuple(real.shape)}"
+        )
+    x = torch.cat([samples, real.to(samples.device, samples.dtype)]).flatten(
+        1
+    )  # (2N, P)
     d = torch.cdist(x, x)  # (2N, 2N)
     d.fill_diagonal_(float("inf"))
     is_sample = torch.arange(x.shape[0], device=x.device) < samples.shape[0]  # (2N,)

@@ -3,6 +3,7 @@
 
 May import: everything below it (figures, evaluation, inference, the models, the core).
 """
+
 from . import recorder
 
 __all__ = ["recorder"]

@@ -33,6 +33,7 @@ leaves the folder's earlier results and no half-written file.
 Exit status: 0 all ran, 1 a notebook failed or its results could not be written, 2 bad usage
 (option values, unknown parameter, unusable or busy output folder, runner not installed), 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,15 @@ from ..utils import atomic_write
 RUNNER_MODULES = ("papermill", "nbformat", "ipykernel")
 RUNNER_HINT = "pip install 'vaekit[notebooks]'"
 CAPTURE_TAG = "vaekit-capture-parameters"
-PATH_PREFIXES = ("/work/", "/tmp/", "/root/", "/home/", "/Users/", "/private/", "/var/folders/")
+PATH_PREFIXES = (
+    "/work/",
+    "/tmp/",
+    "/root/",
+    "/home/",
+    "/Users/",
+    "/private/",
+    "/var/folders/",
+)
 
 
 class UsageError(ValueError):
@@ -72,10 +81,13 @@ class Interrupted(KeyboardInterrupt):
 
 # ----------------------------------------------------------------------------- where the series is
 
+
 def default_notebook_dir() -> Path:
     """The series shipped with the package: ``vaekit/notebooks`` in an installed wheel, else the
     ``notebooks/`` folder beside the package in a checkout (an editable install)."""
-    package = Path(__file__).resolve().parents[1]  # vaekit/ (this file is vaekit/runner/cli.py)
+    package = (
+        Path(__file__).resolve().parents[1]
+    )  # vaekit/ (this file is vaekit/runner/cli.py)
     for candidate in (package / "notebooks", package.parent / "notebooks"):
         if series(candidate):
             return candidate
@@ -100,10 +112,18 @@ def resolve(names: list[str], notebook_dir: Path) -> list[Path]:
         if path.suffix == ".ipynb" and path.exists():
             chosen.append(path.resolve())
             continue
-        matches = [p for p in available if p.stem == name or p.stem.split("_", 1)[0] == name.zfill(2) or p.stem.startswith(name + "_")]
+        matches = [
+            p
+            for p in available
+            if p.stem == name
+            or p.stem.split("_", 1)[0] == name.zfill(2)
+            or p.stem.startswith(name + "_")
+        ]
         if len(matches) != 1:
             listing = ", ".join(p.stem for p in available) or "none"
-            raise UsageError(f"no single notebook matches {name!r} (available: {listing})")
+            raise UsageError(
+                f"no single notebook matches {name!r} (available: {listing})"
+            )
         chosen.append(matches[0])
     chosen = sorted(set(chosen), key=lambda p: (p.name, str(p)))
     by_name: dict[str, list[Path]] = {}
@@ -111,12 +131,15 @@ def resolve(names: list[str], notebook_dir: Path) -> list[Path]:
         by_name.setdefault(p.name, []).append(p)
     clash = [paths for paths in by_name.values() if len(paths) > 1]
     if clash:  # their results would land on the same NN_name.ipynb and metrics entry
-        raise UsageError(f"two notebooks named {clash[0][0].name} ({', '.join(map(str, clash[0]))}): their results "
-                         "would overwrite each other in one --out folder; run them into different folders")
+        raise UsageError(
+            f"two notebooks named {clash[0][0].name} ({', '.join(map(str, clash[0]))}): their results "
+            "would overwrite each other in one --out folder; run them into different folders"
+        )
     return chosen
 
 
 # ----------------------------------------------------------------------------- parameters
+
 
 def parse_value(text: str):
     """``-p NAME VALUE``: a Python literal (``3``, ``0.5``, ``True``, ``None``, ``[1, 2]``) or else a string."""
@@ -132,7 +155,9 @@ def _read_json(path: Path) -> dict:
 
 def _parameters_cell(nb: dict) -> tuple[int, str] | None:
     for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get(
+            "metadata", {}
+        ).get("tags", []):
             source = cell.get("source", "")
             return i, "".join(source) if isinstance(source, list) else source
     return None
@@ -154,7 +179,12 @@ def notebook_defaults(path: Path) -> dict:
                 literal = ...
             defaults[target.id] = literal if target.id not in defaults else ...
         elif isinstance(target, (ast.Tuple, ast.List)):
-            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) else [None] * len(target.elts)
+            values = (
+                value.elts
+                if isinstance(value, (ast.Tuple, ast.List))
+                and len(value.elts) == len(target.elts)
+                else [None] * len(target.elts)
+            )
             for t, v in zip(target.elts, values):
                 add(t, v)
 
@@ -174,17 +204,27 @@ def notebook_parameters(path: Path) -> list[str]:
 
 def _kind(value) -> str | None:
     """What a default's type asks of a -p value: None where anything goes."""
-    for kind, types in (("a bool", bool), ("an int", int), ("a number", float), ("a string", str), ("a list", (list, tuple))):
+    for kind, types in (
+        ("a bool", bool),
+        ("an int", int),
+        ("a number", float),
+        ("a string", str),
+        ("a list", (list, tuple)),
+    ):
         if isinstance(value, types):
             return kind
     return None
 
 
 def _fits(kind: str | None, value) -> bool:
-    return {None: True, "a bool": isinstance(value, bool),
-            "an int": isinstance(value, int) and not isinstance(value, bool),
-            "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "a string": isinstance(value, str), "a list": isinstance(value, (list, tuple))}[kind] or value is None
+    return {
+        None: True,
+        "a bool": isinstance(value, bool),
+        "an int": isinstance(value, int) and not isinstance(value, bool),
+        "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "a string": isinstance(value, str),
+        "a list": isinstance(value, (list, tuple)),
+    }[kind] or value is None
 
 
 def split_parameters(notebooks: list[Path], parameters: dict) -> dict[Path, dict]:
@@ -198,20 +238,34 @@ def split_parameters(notebooks: list[Path], parameters: dict) -> dict[Path, dict
         try:
             known[nb] = notebook_defaults(nb)
         except (OSError, ValueError, SyntaxError) as err:
-            raise UsageError(f"{nb}: cannot read its parameters cell ({type(err).__name__}: {err})") from None
+            raise UsageError(
+                f"{nb}: cannot read its parameters cell ({type(err).__name__}: {err})"
+            ) from None
     for name, value in parameters.items():
         if not any(name in names for names in known.values()):
             if len(notebooks) == 1:
                 nb = notebooks[0]
-                raise UsageError(f"-p {name}: {nb.stem} has no parameter {name!r} "
-                                 f"(its parameters: {', '.join(known[nb]) or 'none'})")
-            raise UsageError(f"-p {name}: none of the chosen notebooks ({', '.join(nb.stem for nb in notebooks)}) "
-                             f"has a parameter {name!r}")
+                raise UsageError(
+                    f"-p {name}: {nb.stem} has no parameter {name!r} "
+                    f"(its parameters: {', '.join(known[nb]) or 'none'})"
+                )
+            raise UsageError(
+                f"-p {name}: none of the chosen notebooks ({', '.join(nb.stem for nb in notebooks)}) "
+                f"has a parameter {name!r}"
+            )
         for nb, defaults in known.items():
-            if name in defaults and defaults[name] is not ... and not _fits(_kind(defaults[name]), value):
-                raise UsageError(f"-p {name} {value!r}: {nb.stem}'s {name} is {_kind(defaults[name])} "
-                                 f"(default {defaults[name]!r}), got {type(value).__name__}")
-    return {nb: {k: v for k, v in parameters.items() if k in known[nb]} for nb in notebooks}
+            if (
+                name in defaults
+                and defaults[name] is not ...
+                and not _fits(_kind(defaults[name]), value)
+            ):
+                raise UsageError(
+                    f"-p {name} {value!r}: {nb.stem}'s {name} is {_kind(defaults[name])} "
+                    f"(default {defaults[name]!r}), got {type(value).__name__}"
+                )
+    return {
+        nb: {k: v for k, v in parameters.items() if k in known[nb]} for nb in notebooks
+    }
 
 
 def _capture_source(names: list[str], explicit: dict, target: Path) -> str:
@@ -243,13 +297,17 @@ def _insert_capture_cell(nb, names: list[str], explicit: dict, target: Path) -> 
         return
     start = found[0]
     at = start + 1
-    if at < len(nb.cells) and "injected-parameters" in nb.cells[at].metadata.get("tags", []):
+    if at < len(nb.cells) and "injected-parameters" in nb.cells[at].metadata.get(
+        "tags", []
+    ):
         at += 1
     for i in range(at, min(at + 4, len(nb.cells))):
         if nb.cells[i].cell_type == "code" and "smoke_requested(" in nb.cells[i].source:
             at = i + 1
             break
-    cell = nbformat.v4.new_code_cell(_capture_source(names, explicit, target), metadata={"tags": [CAPTURE_TAG]})
+    cell = nbformat.v4.new_code_cell(
+        _capture_source(names, explicit, target), metadata={"tags": [CAPTURE_TAG]}
+    )
     if (nb.nbformat, nb.nbformat_minor) < (4, 5):
         cell.pop("id", None)  # cell ids came with nbformat 4.5
     nb.cells.insert(at, cell)
@@ -257,8 +315,12 @@ def _insert_capture_cell(nb, names: list[str], explicit: dict, target: Path) -> 
 
 # ----------------------------------------------------------------------------- cleaning notebooks
 
+
 def _machine_path(value) -> bool:
-    return isinstance(value, str) and (value.startswith(PATH_PREFIXES) or value.startswith(os.path.expanduser("~") + os.sep))
+    return isinstance(value, str) and (
+        value.startswith(PATH_PREFIXES)
+        or value.startswith(os.path.expanduser("~") + os.sep)
+    )
 
 
 def clean_notebook(nb) -> None:
@@ -283,7 +345,9 @@ def clean_notebook(nb) -> None:
                 scrub(v)
 
     scrub(nb.metadata)
-    nb.cells = [c for c in nb.cells if CAPTURE_TAG not in c.get("metadata", {}).get("tags", [])]
+    nb.cells = [
+        c for c in nb.cells if CAPTURE_TAG not in c.get("metadata", {}).get("tags", [])
+    ]
     for cell in nb.cells:
         scrub(cell.get("metadata", {}))
 
@@ -330,7 +394,9 @@ def _shrink_pngs(nb, colors: int = 256) -> None:
             data = out.get("data", {})
             if "image/png" not in data:
                 continue
-            image = Image.open(io.BytesIO(base64.b64decode(data["image/png"]))).convert("RGB")
+            image = Image.open(io.BytesIO(base64.b64decode(data["image/png"]))).convert(
+                "RGB"
+            )
             buf = io.BytesIO()
             image.quantize(colors).save(buf, format="PNG", optimize=True)
             if buf.tell() < len(data["image/png"]) * 3 // 4:
@@ -348,11 +414,18 @@ def shrink_pngs(path: Path, colors: int = 256) -> None:
 
 # ----------------------------------------------------------------------------- running
 
+
 def describe_failure(nb_path: Path, err, cell: int | None = None) -> str:
     exec_count = getattr(err, "exec_count", None)
     source = (getattr(err, "source", "") or "").strip().splitlines()
-    where = (f"cell {cell}" + (f" (In [{exec_count}])" if exec_count is not None else "")) if cell is not None else "before its first cell"
-    if source and source[0].startswith("# vaekit run:"):  # the capture cell: a parameter clash
+    where = (
+        (f"cell {cell}" + (f" (In [{exec_count}])" if exec_count is not None else ""))
+        if cell is not None
+        else "before its first cell"
+    )
+    if source and source[0].startswith(
+        "# vaekit run:"
+    ):  # the capture cell: a parameter clash
         return f"{nb_path.name} did not start: {_error_text(err)}"
     first = f"\n    {source[0][:100]}" if source else ""
     return f"{nb_path.name} failed {'in ' * (cell is not None)}{where}:{first}\n    {_error_text(err)}"
@@ -369,20 +442,33 @@ def _mark_incomplete(nb, status: str, error: str) -> int | None:
     metadata gets ``papermill.exception = True`` and ``vaekit = {status, cell, error}``. Returns the
     cell's index in the notebook as written (counting from 0; the cells papermill and the runner
     add are not counted), or None (also when the capture cell stopped it)."""
-    cells = [c for c in nb.cells
-             if not (c.get("cell_type") == "markdown" and "papermill-error-cell-tag" in c.get("metadata", {}).get("tags", []))]
+    cells = [
+        c
+        for c in nb.cells
+        if not (
+            c.get("cell_type") == "markdown"
+            and "papermill-error-cell-tag" in c.get("metadata", {}).get("tags", [])
+        )
+    ]
     for cell in cells:
         cell.setdefault("metadata", {}).setdefault("papermill", {})
 
     def failed_here(cell) -> bool:
         meta = cell["metadata"]["papermill"]
-        return (any(o.get("output_type") == "error" for o in cell.get("outputs", []))
-                or meta.get("status") in ("running", "failed") or bool(meta.get("exception")))
+        return (
+            any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            or meta.get("status") in ("running", "failed")
+            or bool(meta.get("exception"))
+        )
 
     # the cell with the error (or still running); else (a timeout, a dead kernel) the last one started
     at = next((i for i, c in enumerate(cells) if failed_here(c)), None)
     if at is None:
-        started = [i for i, c in enumerate(cells) if c["metadata"]["papermill"].get("start_time")]
+        started = [
+            i
+            for i, c in enumerate(cells)
+            if c["metadata"]["papermill"].get("start_time")
+        ]
         at = started[-1] if started else None
     stopped, index = None, 0
     for i, cell in enumerate(cells):
@@ -392,7 +478,9 @@ def _mark_incomplete(nb, status: str, error: str) -> int | None:
             stopped = None if CAPTURE_TAG in tags else index
         elif at is not None and i > at:
             meta["status"] = "pending"
-        if not {CAPTURE_TAG, "injected-parameters", "papermill-error-cell-tag"} & set(tags):
+        if not {CAPTURE_TAG, "injected-parameters", "papermill-error-cell-tag"} & set(
+            tags
+        ):
             index += 1
     nb.metadata.setdefault("papermill", {})["exception"] = True
     nb.metadata["vaekit"] = {"status": status, "cell": stopped, "error": error}
@@ -415,11 +503,16 @@ def check_out_folder(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise UsageError(
+            f"--out {out}: cannot write there ({err.strerror or err})"
+        ) from None
     check_metrics_file(out)
 
 
-METRICS_MARK = ("written_by", "vaekit run")  # the key and value every metrics.json vaekit writes carries
+METRICS_MARK = (
+    "written_by",
+    "vaekit run",
+)  # the key and value every metrics.json vaekit writes carries
 
 
 def _is_vaekit_metrics(data) -> bool:
@@ -429,8 +522,13 @@ def _is_vaekit_metrics(data) -> bool:
         return False
     if data.get(METRICS_MARK[0]) == METRICS_MARK[1]:
         return True
-    return (set(data) <= {"notebooks", "parameters"} and bool(data["notebooks"])
-            and all(isinstance(e, dict) and "_status" in e for e in data["notebooks"].values()))
+    return (
+        set(data) <= {"notebooks", "parameters"}
+        and bool(data["notebooks"])
+        and all(
+            isinstance(e, dict) and "_status" in e for e in data["notebooks"].values()
+        )
+    )
 
 
 def check_metrics_file(out: Path) -> None:
@@ -444,8 +542,10 @@ def check_metrics_file(out: Path) -> None:
     except (ValueError, OSError):
         data = None
     if not _is_vaekit_metrics(data):
-        raise UsageError(f"--out {out}: its metrics.json is not a vaekit metrics file (not written by vaekit run); "
-                         "move it away or choose another folder")
+        raise UsageError(
+            f"--out {out}: its metrics.json is not a vaekit metrics file (not written by vaekit run); "
+            "move it away or choose another folder"
+        )
 
 
 LOCK_NAME = ".vaekit-run.lock"
@@ -460,7 +560,12 @@ class FolderLock:
     is created exclusively and a file whose pid is no longer running is taken over."""
 
     def __init__(self, folder: Path, wait: float = 0.0):
-        self.folder, self.path, self.wait, self.fd = Path(folder), Path(folder) / LOCK_NAME, float(wait), None
+        self.folder, self.path, self.wait, self.fd = (
+            Path(folder),
+            Path(folder) / LOCK_NAME,
+            float(wait),
+            None,
+        )
 
     def _holder(self) -> str:
         try:
@@ -470,8 +575,10 @@ class FolderLock:
         return f" (pid {pid})" if pid.isdigit() else ""
 
     def _refuse(self):
-        raise UsageError(f"--out {self.folder}: another vaekit run{self._holder()} is writing there; wait for it to "
-                         "finish (or pass --wait SECONDS) or choose another folder")
+        raise UsageError(
+            f"--out {self.folder}: another vaekit run{self._holder()} is writing there; wait for it to "
+            "finish (or pass --wait SECONDS) or choose another folder"
+        )
 
     def _try_once(self) -> bool:
         try:
@@ -519,7 +626,9 @@ class FolderLock:
 
     def __exit__(self, *exc):
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # before closing: nobody can lock this inode in between
+            self.path.unlink(
+                missing_ok=True
+            )  # before closing: nobody can lock this inode in between
             os.close(self.fd)
             self.fd = None
         return False
@@ -547,12 +656,21 @@ def _merge_metrics(out: Path, stem: str, entry: dict) -> dict:
     notebooks = data.get("notebooks", {})
     previous = notebooks.get(stem)
     if entry["_status"] != "ok" and isinstance(previous, dict):
-        last = previous if previous.get("_status") == "ok" else previous.get("_last_complete")
+        last = (
+            previous
+            if previous.get("_status") == "ok"
+            else previous.get("_last_complete")
+        )
         if last:
-            entry["_last_complete"] = {k: v for k, v in last.items() if k != "_last_complete"}
+            entry["_last_complete"] = {
+                k: v for k, v in last.items() if k != "_last_complete"
+            }
     notebooks[stem] = entry
-    data = {**{k: v for k, v in data.items() if k != "parameters"}, "notebooks": dict(sorted(notebooks.items())),
-            METRICS_MARK[0]: METRICS_MARK[1]}
+    data = {
+        **{k: v for k, v in data.items() if k != "parameters"},
+        "notebooks": dict(sorted(notebooks.items())),
+        METRICS_MARK[0]: METRICS_MARK[1],
+    }
     return data
 
 
@@ -586,13 +704,20 @@ def _write_failure(err: BaseException, where, note: str = "") -> "WriteFailure":
     """A one-line :class:`WriteFailure` for an OSError met while writing ``where``."""
     what = getattr(err, "strerror", None) or str(err) or type(err).__name__
     name = getattr(err, "filename", None) or where
-    return WriteFailure(getattr(err, "errno", None) or 0, f"cannot write {name}: {what}{note}".replace("\n", " "))
+    return WriteFailure(
+        getattr(err, "errno", None) or 0,
+        f"cannot write {name}: {what}{note}".replace("\n", " "),
+    )
 
 
 def _is_write_error(err) -> bool:
     """An OSError from writing a file (a full disk, a read-only folder, a file in the way), as
     opposed to a cell timeout (TimeoutError, no errno) or the notebook's own failure."""
-    return isinstance(err, OSError) and not isinstance(err, TimeoutError) and getattr(err, "errno", None) is not None
+    return (
+        isinstance(err, OSError)
+        and not isinstance(err, TimeoutError)
+        and getattr(err, "errno", None) is not None
+    )
 
 
 def _commit_files(files: list[tuple[Path, bytes]]) -> None:
@@ -604,7 +729,12 @@ def _commit_files(files: list[tuple[Path, bytes]]) -> None:
     staged: list[tuple[str, Path]] = []
     path = None
     try:
-        for path, _ in files:  # a folder where a file goes would fail half-way through the renames
+        for (
+            path,
+            _,
+        ) in (
+            files
+        ):  # a folder where a file goes would fail half-way through the renames
             if path.is_dir():
                 raise IsADirectoryError(21, "a folder is in the way", str(path))
         for path, content in files:
@@ -614,7 +744,9 @@ def _commit_files(files: list[tuple[Path, bytes]]) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
                 f.flush()
-                os.fsync(f.fileno())  # a full disk shows here at the latest, not after the rename
+                os.fsync(
+                    f.fileno()
+                )  # a full disk shows here at the latest, not after the rename
             os.chmod(tmp, 0o666 & ~_umask())
         for tmp, path in staged:
             os.replace(tmp, path)
@@ -643,8 +775,17 @@ def _read_notebook(path: Path):
         return None
 
 
-def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static_figures: bool,
-             timeout, cwd: Path, work: Path) -> tuple[dict, str | None, bool]:
+def _run_one(
+    nb_path: Path,
+    out: Path,
+    params: dict,
+    smoke: bool,
+    kernel,
+    static_figures: bool,
+    timeout,
+    cwd: Path,
+    work: Path,
+) -> tuple[dict, str | None, bool]:
     """Execute one notebook; return (its metrics.json entry, failure message or None, interrupted).
     ``work``: this run's folder for temporary files (inside ``out``). Raises :class:`WriteFailure`
     when the results cannot be written; the folder's earlier results are then left as they were."""
@@ -652,7 +793,11 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
     import papermill as pm
 
     stem = nb_path.stem
-    tmp_nb, tmp_metrics, tmp_params = (work / f"{stem}.ipynb", work / f"{stem}.metrics.json", work / f"{stem}.parameters.json")
+    tmp_nb, tmp_metrics, tmp_params = (
+        work / f"{stem}.ipynb",
+        work / f"{stem}.metrics.json",
+        work / f"{stem}.parameters.json",
+    )
 
     def remove_temporaries():
         for f in (tmp_nb, tmp_metrics, tmp_params):
@@ -662,36 +807,62 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
     run_params = dict(params, **({"smoke": True} if smoke else {}))
     names = notebook_parameters(nb_path)
     source = nbformat.read(nb_path, as_version=4)
-    _insert_capture_cell(source, names, {k: v for k, v in params.items() if k != "smoke"}, tmp_params.resolve())
+    _insert_capture_cell(
+        source,
+        names,
+        {k: v for k, v in params.items() if k != "smoke"},
+        tmp_params.resolve(),
+    )
     os.environ[METRICS_ENV] = str(tmp_metrics.resolve())
     if static_figures:
         os.environ[STATIC_ENV] = "1"
     t0 = time.perf_counter()
     error, interrupted = None, False
     try:
-        pm.execute_notebook(source, str(tmp_nb), parameters=run_params, kernel_name=kernel,
-                            progress_bar=False, cwd=str(cwd), execution_timeout=timeout)
+        pm.execute_notebook(
+            source,
+            str(tmp_nb),
+            parameters=run_params,
+            kernel_name=kernel,
+            progress_bar=False,
+            cwd=str(cwd),
+            execution_timeout=timeout,
+        )
     except KeyboardInterrupt as err:
         error, interrupted = err, True
     except Exception as err:  # papermill's execution error, a dead kernel, a cell timeout, a failed write
         error = err
-        interrupted = getattr(err, "ename", None) == "KeyboardInterrupt"  # Ctrl-C reached the kernel too
+        interrupted = (
+            getattr(err, "ename", None) == "KeyboardInterrupt"
+        )  # Ctrl-C reached the kernel too
     seconds = round(time.perf_counter() - t0, 1)
-    if _is_write_error(error):  # papermill could not write the executed copy: nothing is recorded
+    if _is_write_error(
+        error
+    ):  # papermill could not write the executed copy: nothing is recorded
         remove_temporaries()
         raise _write_failure(error, tmp_nb) from None
     with _SigintDeferred():
-        status = "interrupted" if interrupted else "failed" if error is not None else "ok"
+        status = (
+            "interrupted" if interrupted else "failed" if error is not None else "ok"
+        )
         try:
             recorded = _read_json(tmp_metrics) if tmp_metrics.exists() else {}
         except (OSError, ValueError):
             recorded = {}
-        entry = {**recorded, "_status": status, "_seconds": seconds, "_finished": _now(), "_requested": run_params}
+        entry = {
+            **recorded,
+            "_status": status,
+            "_seconds": seconds,
+            "_finished": _now(),
+            "_requested": run_params,
+        }
         try:
             entry["_parameters"] = _read_json(tmp_params)
         except (OSError, ValueError):
             pass
-        entry["_smoke"] = bool(entry.get("_parameters", {}).get("smoke", smoke or _smoke_env()))
+        entry["_smoke"] = bool(
+            entry.get("_parameters", {}).get("smoke", smoke or _smoke_env())
+        )
         if _smoke_env():
             entry["_environment"] = {"VAEKIT_SMOKE": os.environ["VAEKIT_SMOKE"]}
         executed = _read_notebook(tmp_nb)
@@ -699,19 +870,34 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
         if status == "ok":
             if executed is None:
                 remove_temporaries()
-                raise WriteFailure(0, f"cannot read back the executed notebook {tmp_nb} (cut short?)")
+                raise WriteFailure(
+                    0, f"cannot read back the executed notebook {tmp_nb} (cut short?)"
+                )
             clean_notebook(executed)
             if static_figures:
                 _shrink_pngs(executed)
-            files += [(out / nb_path.name, _notebook_bytes(executed)),
-                      (out / "metrics" / f"{stem}.json", json.dumps(recorded, indent=2, sort_keys=True).encode())]
+            files += [
+                (out / nb_path.name, _notebook_bytes(executed)),
+                (
+                    out / "metrics" / f"{stem}.json",
+                    json.dumps(recorded, indent=2, sort_keys=True).encode(),
+                ),
+            ]
             entry["_notebook"] = nb_path.name
         else:
             entry["_error"] = "KeyboardInterrupt" if interrupted else _error_text(error)
-            cell = _mark_incomplete(executed, status, entry["_error"]) if executed is not None else None
+            cell = (
+                _mark_incomplete(executed, status, entry["_error"])
+                if executed is not None
+                else None
+            )
             entry["_cell"] = cell
-            message = (f"{nb_path.name} was interrupted" + (f" in cell {cell}" if cell is not None else "")
-                       if interrupted else describe_failure(nb_path, error, cell))
+            message = (
+                f"{nb_path.name} was interrupted"
+                + (f" in cell {cell}" if cell is not None else "")
+                if interrupted
+                else describe_failure(nb_path, error, cell)
+            )
             if executed is not None:
                 target = out / "incomplete" / nb_path.name
                 clean_notebook(executed)
@@ -722,7 +908,12 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
                 message += f"\n    the last complete run is kept: {out / nb_path.name}"
         try:
             data = _merge_metrics(out, stem, entry)
-            files.append((out / "metrics.json", json.dumps(data, indent=2, sort_keys=True).encode()))
+            files.append(
+                (
+                    out / "metrics.json",
+                    json.dumps(data, indent=2, sort_keys=True).encode(),
+                )
+            )
             _commit_files(files)
         finally:
             remove_temporaries()
@@ -731,9 +922,19 @@ def _run_one(nb_path: Path, out: Path, params: dict, smoke: bool, kernel, static
     return entry, message, interrupted
 
 
-def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False, kernel: str | None = None,
-        keep_going: bool = False, static_figures: bool = False, timeout: int | None = None,
-        progress: bool = True, cwd: Path | None = None, wait: float = 0.0) -> tuple[dict, list[str]]:
+def run(
+    notebooks: list[Path],
+    out: Path,
+    parameters: dict,
+    smoke: bool = False,
+    kernel: str | None = None,
+    keep_going: bool = False,
+    static_figures: bool = False,
+    timeout: int | None = None,
+    progress: bool = True,
+    cwd: Path | None = None,
+    wait: float = 0.0,
+) -> tuple[dict, list[str]]:
     """Execute ``notebooks`` into ``out``; return (this run's metrics by notebook, failure messages).
 
     Parameters are checked first (:func:`split_parameters`), the folder second
@@ -751,9 +952,13 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
     failures: list[str] = []
     saved_env = {k: os.environ.get(k) for k in (METRICS_ENV, STATIC_ENV)}
     with FolderLock(out, wait):
-        check_metrics_file(out)  # again: another run may have written it while this one waited
+        check_metrics_file(
+            out
+        )  # again: another run may have written it while this one waited
         work = out / ".running"
-        shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers: the lock says nobody uses them
+        shutil.rmtree(
+            work, ignore_errors=True
+        )  # a killed run's leftovers: the lock says nobody uses them
         try:
             work.mkdir()
         except OSError as err:
@@ -762,8 +967,17 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
         try:
             for nb_path in bar:
                 bar.set_postfix_str(nb_path.stem)
-                entry, message, interrupted = _run_one(nb_path, out, per_notebook[nb_path], smoke, kernel,
-                                                       static_figures, timeout, Path(cwd or Path.cwd()), work)
+                entry, message, interrupted = _run_one(
+                    nb_path,
+                    out,
+                    per_notebook[nb_path],
+                    smoke,
+                    kernel,
+                    static_figures,
+                    timeout,
+                    Path(cwd or Path.cwd()),
+                    work,
+                )
                 metrics[nb_path.stem] = entry
                 if message:
                     failures.append(message)
@@ -788,7 +1002,10 @@ def run(notebooks: list[Path], out: Path, parameters: dict, smoke: bool = False,
 
 # ----------------------------------------------------------------------------- copying the series
 
-def copy_series(dest: Path, force: bool = False, source: Path | None = None) -> list[Path]:
+
+def copy_series(
+    dest: Path, force: bool = False, source: Path | None = None
+) -> list[Path]:
     """Copy the shipped notebooks into ``dest``. A file already there that differs from the shipped
     one (a reader's edits) is not overwritten unless ``force``: then nothing is copied and a
     :class:`UsageError` lists them. Each file is written to a temporary file and renamed, so a
@@ -801,15 +1018,22 @@ def copy_series(dest: Path, force: bool = False, source: Path | None = None) -> 
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest}: exists and is not a folder")
-    edited = [dest / p.name for p in notebooks
-              if (dest / p.name).exists() and (dest / p.name).read_bytes() != p.read_bytes()]
+    edited = [
+        dest / p.name
+        for p in notebooks
+        if (dest / p.name).exists() and (dest / p.name).read_bytes() != p.read_bytes()
+    ]
     if edited and not force:
-        raise UsageError(f"{', '.join(str(p) for p in edited)}: already there and different from the shipped "
-                         f"notebook{'s' if len(edited) > 1 else ''} (edited?); nothing copied. --force overwrites them")
+        raise UsageError(
+            f"{', '.join(str(p) for p in edited)}: already there and different from the shipped "
+            f"notebook{'s' if len(edited) > 1 else ''} (edited?); nothing copied. --force overwrites them"
+        )
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"{dest}: cannot create the folder ({err.strerror or err})") from None
+        raise UsageError(
+            f"{dest}: cannot create the folder ({err.strerror or err})"
+        ) from None
     written = []
     for p in notebooks:
         target = dest / p.name
@@ -819,16 +1043,23 @@ def copy_series(dest: Path, force: bool = False, source: Path | None = None) -> 
             with open(p, "rb") as src, atomic_write(target, "wb") as f:
                 shutil.copyfileobj(src, f)
         except OSError as err:
-            done = f"; the {len(written)} copied before it are complete" if written else ""
-            raise _write_failure(err, target, note=done + "; no partial notebook is left") from None
+            done = (
+                f"; the {len(written)} copied before it are complete" if written else ""
+            )
+            raise _write_failure(
+                err, target, note=done + "; no partial notebook is left"
+            ) from None
         written.append(target)
     return written
 
 
 # ----------------------------------------------------------------------------- the command line
 
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's default also prints the usage)
+    def error(
+        self, message
+    ):  # one line, exit 2 (argparse's default also prints the usage)
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -838,7 +1069,9 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = None
     if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, got {text!r}"
+        )
     return value
 
 
@@ -848,7 +1081,9 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = None
     if value is None or not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds >= 0, got {text!r}"
+        )
     return value
 
 
@@ -888,46 +1123,109 @@ Exit status: 0 ok, 1 a notebook failed or its results could not be written, 2 ba
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vaekit", description="Run, list and copy the vaekit notebook series.")
+    parser = _Parser(
+        prog="vaekit", description="Run, list and copy the vaekit notebook series."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p_run = sub.add_parser("run", help="execute notebooks with papermill (needs vaekit[notebooks])",
-                           description="Execute notebooks of the series headlessly with papermill.",
-                           epilog=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p_run.add_argument("notebooks", nargs="*", help="numbers (01), names (01_gaussian_mixtures) or paths; default: all")
-    p_run.add_argument("--smoke", action="store_true", help="small, fast parameters (smoke=True)")
-    p_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="set a parameter of the notebooks' parameters cell (see below)")
-    p_run.add_argument("--out", type=Path, default=None, help="folder for executed notebooks and metrics.json, "
-                       "merged with what it holds (default: runs/<date-time>)")
-    p_run.add_argument("--notebook-dir", type=Path, default=None,
-                       help="where the series lives (default: the notebooks shipped with vaekit)")
-    p_run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
-    p_run.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
-    p_run.add_argument("--static-figures", action="store_true",
-                       help="also embed a PNG of every figure (needs kaleido and Chrome/Chromium)")
-    p_run.add_argument("--timeout", type=_positive_int, default=None, help="seconds allowed per cell")
-    p_run.add_argument("--threads", type=_positive_int, default=None,
-                       help="CPU threads per kernel (sets OMP_NUM_THREADS and MKL_NUM_THREADS)")
-    p_run.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
-                       help="if another vaekit run is writing into --out, wait this long for it (default: refuse at once)")
+    p_run = sub.add_parser(
+        "run",
+        help="execute notebooks with papermill (needs vaekit[notebooks])",
+        description="Execute notebooks of the series headlessly with papermill.",
+        epilog=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_run.add_argument(
+        "notebooks",
+        nargs="*",
+        help="numbers (01), names (01_gaussian_mixtures) or paths; default: all",
+    )
+    p_run.add_argument(
+        "--smoke", action="store_true", help="small, fast parameters (smoke=True)"
+    )
+    p_run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter of the notebooks' parameters cell (see below)",
+    )
+    p_run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for executed notebooks and metrics.json, "
+        "merged with what it holds (default: runs/<date-time>)",
+    )
+    p_run.add_argument(
+        "--notebook-dir",
+        type=Path,
+        default=None,
+        help="where the series lives (default: the notebooks shipped with vaekit)",
+    )
+    p_run.add_argument(
+        "--kernel", default=None, help="Jupyter kernel name (default: the notebook's)"
+    )
+    p_run.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the remaining notebooks after a failure",
+    )
+    p_run.add_argument(
+        "--static-figures",
+        action="store_true",
+        help="also embed a PNG of every figure (needs kaleido and Chrome/Chromium)",
+    )
+    p_run.add_argument(
+        "--timeout", type=_positive_int, default=None, help="seconds allowed per cell"
+    )
+    p_run.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads per kernel (sets OMP_NUM_THREADS and MKL_NUM_THREADS)",
+    )
+    p_run.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another vaekit run is writing into --out, wait this long for it (default: refuse at once)",
+    )
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_list = sub.add_parser("list", help="list the notebooks of the series")
-    p_list.add_argument("--notebook-dir", type=Path, default=None, help="where the series lives")
-    p_copy = sub.add_parser("notebooks", help="copy the series into a folder to read and edit",
-                            description="Copy the notebooks shipped with vaekit into DIR (open them with "
-                                        "`jupyter lab DIR`). Files you changed there are not overwritten "
-                                        "unless --force.")
+    p_list.add_argument(
+        "--notebook-dir", type=Path, default=None, help="where the series lives"
+    )
+    p_copy = sub.add_parser(
+        "notebooks",
+        help="copy the series into a folder to read and edit",
+        description="Copy the notebooks shipped with vaekit into DIR (open them with "
+        "`jupyter lab DIR`). Files you changed there are not overwritten "
+        "unless --force.",
+    )
     p_copy.add_argument("dir", type=Path, help="destination folder (created if needed)")
-    p_copy.add_argument("--force", action="store_true", help="overwrite notebooks that differ from the shipped ones")
-    p_clean = sub.add_parser("clean", help="strip widget state and machine paths from executed notebooks")
-    p_clean.add_argument("files", nargs="+", type=Path, help="notebook files, rewritten in place")
+    p_copy.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite notebooks that differ from the shipped ones",
+    )
+    p_clean = sub.add_parser(
+        "clean", help="strip widget state and machine paths from executed notebooks"
+    )
+    p_clean.add_argument(
+        "files", nargs="+", type=Path, help="notebook files, rewritten in place"
+    )
     return parser
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
     for stem, m in metrics.items():
         print(f"{m['_status']:>11}  {m['_seconds']:7.1f} s  {stem}")
-    print(f"executed notebooks: {out.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}")
+    print(
+        f"executed notebooks: {out.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -938,9 +1236,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit {args.command}: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a failed write (full disk, read-only folder, a file in the way): one line
-        text = err.strerror if isinstance(err, WriteFailure) else f"{err.strerror or err}: {err.filename or ''}"
-        note = ("; the folder keeps its earlier results and no half-written file" if args.command == "run" else "")
-        print(f"vaekit {args.command}: {text}{note}".replace("\n", " "), file=sys.stderr)
+        text = (
+            err.strerror
+            if isinstance(err, WriteFailure)
+            else f"{err.strerror or err}: {err.filename or ''}"
+        )
+        note = (
+            "; the folder keeps its earlier results and no half-written file"
+            if args.command == "run"
+            else ""
+        )
+        print(
+            f"vaekit {args.command}: {text}{note}".replace("\n", " "), file=sys.stderr
+        )
         return 1
 
 
@@ -954,12 +1262,16 @@ def _main(args) -> int:
         return 0
     if args.command == "notebooks":
         written = copy_series(args.dir, force=args.force)
-        print(f"{len(written)} notebook{'s' * (len(written) != 1)} copied to {args.dir} "
-              f"(open them with: jupyter lab {args.dir})")
+        print(
+            f"{len(written)} notebook{'s' * (len(written) != 1)} copied to {args.dir} "
+            f"(open them with: jupyter lab {args.dir})"
+        )
         return 0
     missing = _missing_runner()
     if missing:
-        raise UsageError(f"needs the notebook runner ({', '.join(missing)} not installed): {RUNNER_HINT}")
+        raise UsageError(
+            f"needs the notebook runner ({', '.join(missing)} not installed): {RUNNER_HINT}"
+        )
     if args.command == "clean":
         for f in args.files:
             try:
@@ -971,12 +1283,23 @@ def _main(args) -> int:
     notebooks = resolve(args.notebooks, nb_dir)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if args.threads is not None:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(
+            args.threads
+        )
     params = {name: parse_value(value) for name, value in args.parameter}
     try:
-        metrics, failures = run(notebooks, out, params, smoke=args.smoke, kernel=args.kernel,
-                                keep_going=args.keep_going, static_figures=args.static_figures,
-                                timeout=args.timeout, progress=not args.no_progress, wait=args.wait)
+        metrics, failures = run(
+            notebooks,
+            out,
+            params,
+            smoke=args.smoke,
+            kernel=args.kernel,
+            keep_going=args.keep_going,
+            static_figures=args.static_figures,
+            timeout=args.timeout,
+            progress=not args.no_progress,
+            wait=args.wait,
+        )
     except Interrupted as stop:
         _print_summary(stop.metrics, out)
         print("\n".join(["", "INTERRUPTED:"] + stop.failures), file=sys.stderr)

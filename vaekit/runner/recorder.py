@@ -4,6 +4,7 @@
 :func:`record` call merges one number into that file (atomically), and the runner gathers the
 files into ``metrics.json``. Outside a run the numbers are kept in memory (:func:`recorded`).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,13 @@ def _to_number(name: str, value) -> float | int | bool:
     if isinstance(value, bool):
         return value
     if not isinstance(value, (int, float)):
-        raise TypeError(f"record({name!r}, value): value must be a number or a one-element tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"record({name!r}, value): value must be a number or a one-element tensor, got {type(value).__name__}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"record({name!r}, value): value is {value}, not a finite number")
+        raise ValueError(
+            f"record({name!r}, value): value is {value}, not a finite number"
+        )
     return value
 
 
