@@ -7,6 +7,7 @@ computed here from the matrices alone and compared with what the model computes 
 top-down pass. With one latent per layer the exact posterior lies in the family, so at it every
 importance weight equals p(x); both parameterizations (residual and direct) reach it.
 """
+
 import math
 
 import pytest
@@ -16,8 +17,13 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 
 import vaekit
 from vaekit import metrics, objectives
-from vaekit.models.hierarchical import (HierarchicalVAE, hierarchical_elbo, positive_scale, positive_scale_inverse,
-                                        residual_normal_kl)
+from vaekit.models.hierarchical import (
+    HierarchicalVAE,
+    hierarchical_elbo,
+    positive_scale,
+    positive_scale_inverse,
+    residual_normal_kl,
+)
 
 DT = torch.float64
 
@@ -55,9 +61,18 @@ def random_params(d1, d2, dx, seed=0):
     def pos(*shape):
         return 0.5 + torch.rand(*shape, generator=g, dtype=DT)
 
-    gen = dict(A=r(d1, d2), a=r(d1, s=0.5), sp=pos(d1), W=r(dx, d1), b=r(dx, s=0.3), sx=0.7)
-    post = dict(K2=r(d2, dx, s=0.3), k2=r(d2, s=0.3), s2=pos(d2) * 0.6, C=r(d1, d2, s=0.5), E=r(d1, dx, s=0.3),
-                e0=r(d1, s=0.3), s1=pos(d1) * 0.6)
+    gen = dict(
+        A=r(d1, d2), a=r(d1, s=0.5), sp=pos(d1), W=r(dx, d1), b=r(dx, s=0.3), sx=0.7
+    )
+    post = dict(
+        K2=r(d2, dx, s=0.3),
+        k2=r(d2, s=0.3),
+        s2=pos(d2) * 0.6,
+        C=r(d1, d2, s=0.5),
+        E=r(d1, dx, s=0.3),
+        e0=r(d1, s=0.3),
+        s1=pos(d1) * 0.6,
+    )
     return gen, post
 
 
@@ -66,18 +81,34 @@ def build(gen, post, residual):
     d1, d2 = gen["A"].shape
     dx = gen["W"].shape[0]
     zeros = torch.zeros
-    prior_head = _linear(torch.cat([gen["A"], zeros(d1, d2, dtype=DT)]),
-                         torch.cat([gen["a"], positive_scale_inverse(gen["sp"])]))
-    top_head = _linear(torch.cat([post["K2"], zeros(d2, dx, dtype=DT)]),
-                       torch.cat([post["k2"], positive_scale_inverse(post["s2"])]))
+    prior_head = _linear(
+        torch.cat([gen["A"], zeros(d1, d2, dtype=DT)]),
+        torch.cat([gen["a"], positive_scale_inverse(gen["sp"])]),
+    )
+    top_head = _linear(
+        torch.cat([post["K2"], zeros(d2, dx, dtype=DT)]),
+        torch.cat([post["k2"], positive_scale_inverse(post["s2"])]),
+    )
     if residual:  # q relative to p: dmu = mu_q - mu_p, dsigma = sigma_q / sigma_p
         w = torch.cat([post["C"] - gen["A"], post["E"]], 1)
-        bias = torch.cat([post["e0"] - gen["a"], positive_scale_inverse(post["s1"] / gen["sp"])])
+        bias = torch.cat(
+            [post["e0"] - gen["a"], positive_scale_inverse(post["s1"] / gen["sp"])]
+        )
     else:
-        w, bias = torch.cat([post["C"], post["E"]], 1), torch.cat([post["e0"], positive_scale_inverse(post["s1"])])
+        w, bias = (
+            torch.cat([post["C"], post["E"]], 1),
+            torch.cat([post["e0"], positive_scale_inverse(post["s1"])]),
+        )
     low_head = _linear(torch.cat([w, zeros(d1, d2 + dx, dtype=DT)]), bias)
-    return HierarchicalVAE([nn.Identity(), nn.Identity()], [nn.Identity()], [prior_head], [low_head, top_head],
-                           LinearGaussianDecoder(gen["W"], gen["b"], gen["sx"]), (d1, d2), residual=residual).to(DT)
+    return HierarchicalVAE(
+        [nn.Identity(), nn.Identity()],
+        [nn.Identity()],
+        [prior_head],
+        [low_head, top_head],
+        LinearGaussianDecoder(gen["W"], gen["b"], gen["sx"]),
+        (d1, d2),
+        residual=residual,
+    ).to(DT)
 
 
 def joint_p(gen):
@@ -86,10 +117,10 @@ def joint_p(gen):
     d1, d2 = A.shape
     dx = W.shape[0]
     L = torch.zeros(d1 + d2 + dx, d1 + d2 + dx, dtype=DT)
-    L[:d1, :d1], L[:d1, d1:d1 + d2] = torch.diag(sp), A
-    L[d1:d1 + d2, d1:d1 + d2] = torch.eye(d2, dtype=DT)
-    L[d1 + d2:, :d1], L[d1 + d2:, d1:d1 + d2] = W @ torch.diag(sp), W @ A
-    L[d1 + d2:, d1 + d2:] = sx * torch.eye(dx, dtype=DT)
+    L[:d1, :d1], L[:d1, d1 : d1 + d2] = torch.diag(sp), A
+    L[d1 : d1 + d2, d1 : d1 + d2] = torch.eye(d2, dtype=DT)
+    L[d1 + d2 :, :d1], L[d1 + d2 :, d1 : d1 + d2] = W @ torch.diag(sp), W @ A
+    L[d1 + d2 :, d1 + d2 :] = sx * torch.eye(dx, dtype=DT)
     mu = torch.cat([a, torch.zeros(d2, dtype=DT), W @ a + b])
     return mu, L @ L.T
 
@@ -117,12 +148,19 @@ def exact(gen, post, x):
     mv = torch.cat([mq, x], 1) - mu  # (B, n)
     Sv = torch.zeros(n, n, dtype=DT)
     Sv[:dz, :dz] = Sq
-    e_log_joint = -0.5 * (n * math.log(2 * math.pi) + torch.logdet(S) + ((mv @ Si) * mv).sum(1) + torch.trace(Si @ Sv))
+    e_log_joint = -0.5 * (
+        n * math.log(2 * math.pi)
+        + torch.logdet(S)
+        + ((mv @ Si) * mv).sum(1)
+        + torch.trace(Si @ Sv)
+    )
     entropy = 0.5 * (dz * (1 + math.log(2 * math.pi)) + torch.logdet(Sq))
     gain = S[:dz, dz:] @ torch.linalg.inv(S[dz:, dz:])  # (dz, dx)
     post_mean = mu[:dz] + (x - mu[dz:]) @ gain.T
     post_cov = S[:dz, :dz] - gain @ S[dz:, :dz]
-    kl = kl_divergence(MultivariateNormal(mq, Sq), MultivariateNormal(post_mean, post_cov))
+    kl = kl_divergence(
+        MultivariateNormal(mq, Sq), MultivariateNormal(post_mean, post_cov)
+    )
     return log_px, e_log_joint + entropy, kl
 
 
@@ -137,8 +175,15 @@ def exact_posterior(gen, x_dim):
     r = [1, *x_idx]
     g1 = S[0, r] @ torch.linalg.inv(S[r][:, r])  # (1 + dx,)
     v1 = S[0, 0] - g1 @ S[r, 0]
-    return dict(K2=g2[None], k2=(mu[1] - g2 @ mu[x_idx])[None], s2=v2.sqrt()[None],
-                C=g1[None, :1], E=g1[None, 1:], e0=(mu[0] - g1 @ mu[r])[None], s1=v1.sqrt()[None])
+    return dict(
+        K2=g2[None],
+        k2=(mu[1] - g2 @ mu[x_idx])[None],
+        s2=v2.sqrt()[None],
+        C=g1[None, :1],
+        E=g1[None, 1:],
+        e0=(mu[0] - g1 @ mu[r])[None],
+        s1=v1.sqrt()[None],
+    )
 
 
 def data(gen, n, seed=1):
@@ -146,7 +191,11 @@ def data(gen, n, seed=1):
     mu, S = joint_p(gen)
     dz = sum(gen["A"].shape)
     g = torch.Generator().manual_seed(seed)
-    return mu[dz:] + torch.randn(n, S.shape[0] - dz, generator=g, dtype=DT) @ torch.linalg.cholesky(S[dz:, dz:]).T
+    return (
+        mu[dz:]
+        + torch.randn(n, S.shape[0] - dz, generator=g, dtype=DT)
+        @ torch.linalg.cholesky(S[dz:, dz:]).T
+    )
 
 
 # --------------------------------------------------------------------------- closed forms
@@ -160,10 +209,19 @@ def test_densities_are_the_joint_gaussians(residual):
     z = torch.randn(7, 5, 5, dtype=DT)  # (k, B, d1 + d2)
     mu, S = joint_p(gen)
     p_z = MultivariateNormal(mu[:5], S[:5, :5])
-    torch.testing.assert_close(model.prior.log_prob(z), p_z.log_prob(z), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        model.prior.log_prob(z), p_z.log_prob(z), atol=1e-10, rtol=0
+    )
     mq, Sq = q_joint(post, x)
-    torch.testing.assert_close(model.encode(x).log_prob(z), MultivariateNormal(mq, Sq).log_prob(z), atol=1e-10, rtol=0)
-    torch.testing.assert_close(model.encode(x).mean, mq, atol=1e-12, rtol=0)  # the mean path is the mean (linear maps)
+    torch.testing.assert_close(
+        model.encode(x).log_prob(z),
+        MultivariateNormal(mq, Sq).log_prob(z),
+        atol=1e-10,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        model.encode(x).mean, mq, atol=1e-12, rtol=0
+    )  # the mean path is the mean (linear maps)
 
 
 def test_closed_forms_agree_log_px_minus_elbo_is_the_kl_to_the_posterior():
@@ -183,18 +241,26 @@ def test_monte_carlo_elbos_match_the_closed_form(residual):
     torch.manual_seed(0)
     k = 40_000
     with torch.no_grad():
-        log_w = objectives.log_weights(model, x, k)  # (k, B): the sampled-KL ELBO, as vaekit.elbo computes it
+        log_w = objectives.log_weights(
+            model, x, k
+        )  # (k, B): the sampled-KL ELBO, as vaekit.elbo computes it
         se = log_w.std(0) / math.sqrt(k)
         assert ((log_w.mean(0) - elbo_exact).abs() < 5 * se).all()
         torch.manual_seed(1)
         reps = x.repeat_interleave(k // 4, 0)  # k / 4 independent draws per example
-        per = hierarchical_elbo(model, reps).view(4, -1)  # the analytic-KL-per-layer estimator
+        per = hierarchical_elbo(model, reps).view(
+            4, -1
+        )  # the analytic-KL-per-layer estimator
         se = per.std(1) / math.sqrt(per.shape[1])
         assert ((per.mean(1) - elbo_exact).abs() < 5 * se).all()
         torch.manual_seed(2)
-        plain = objectives.elbo(model, x, k=100)  # no closed-form KL overall: sampled on the same draws
+        plain = objectives.elbo(
+            model, x, k=100
+        )  # no closed-form KL overall: sampled on the same draws
         torch.manual_seed(2)
-        torch.testing.assert_close(plain, objectives.log_weights(model, x, 100).mean(0), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            plain, objectives.log_weights(model, x, 100).mean(0), atol=1e-10, rtol=0
+        )
 
 
 def test_layer_kls_are_analytic_given_the_layer_above():
@@ -204,9 +270,16 @@ def test_layer_kls_are_analytic_given_the_layer_above():
         model = build(gen, post, residual)
         torch.manual_seed(0)
         layers = model.encode(x).layers((6,))
-        top_q = MultivariateNormal(x @ post["K2"].T + post["k2"], torch.diag(post["s2"] ** 2))
-        torch.testing.assert_close(layers[1].kl, kl_divergence(top_q, MultivariateNormal(torch.zeros(2, dtype=DT),
-                                                                                         torch.eye(2, dtype=DT))).expand(6, 3))
+        top_q = MultivariateNormal(
+            x @ post["K2"].T + post["k2"], torch.diag(post["s2"] ** 2)
+        )
+        torch.testing.assert_close(
+            layers[1].kl,
+            kl_divergence(
+                top_q,
+                MultivariateNormal(torch.zeros(2, dtype=DT), torch.eye(2, dtype=DT)),
+            ).expand(6, 3),
+        )
         z2 = layers[1].z  # (6, B, 2)
         mu_q = z2 @ post["C"].T + x @ post["E"].T + post["e0"]
         mu_p = z2 @ gen["A"].T + gen["a"]
@@ -216,8 +289,14 @@ def test_layer_kls_are_analytic_given_the_layer_above():
 
 def test_residual_normal_kl_is_the_gaussian_kl_and_its_monte_carlo_estimate():
     g = torch.Generator().manual_seed(0)
-    mu_p, sp = torch.randn(50, generator=g, dtype=DT), 0.3 + torch.rand(50, generator=g, dtype=DT)
-    dmu, ds = torch.randn(50, generator=g, dtype=DT), 0.2 + 2 * torch.rand(50, generator=g, dtype=DT)
+    mu_p, sp = (
+        torch.randn(50, generator=g, dtype=DT),
+        0.3 + torch.rand(50, generator=g, dtype=DT),
+    )
+    dmu, ds = (
+        torch.randn(50, generator=g, dtype=DT),
+        0.2 + 2 * torch.rand(50, generator=g, dtype=DT),
+    )
     q, p = Normal(mu_p + dmu, sp * ds), Normal(mu_p, sp)
     closed = residual_normal_kl(dmu, ds, sp)
     torch.testing.assert_close(closed, kl_divergence(q, p), atol=1e-12, rtol=0)
@@ -226,12 +305,17 @@ def test_residual_normal_kl_is_the_gaussian_kl_and_its_monte_carlo_estimate():
     log_ratio = q.log_prob(z) - p.log_prob(z)
     se = log_ratio.std(0) / math.sqrt(z.shape[0])
     assert ((log_ratio.mean(0) - closed).abs() < 5 * se).all()
-    assert closed[ds == ds].min() >= 0 and float(residual_normal_kl(torch.zeros(1), torch.ones(1), torch.ones(1))) == 0
+    assert (
+        closed[ds == ds].min() >= 0
+        and float(residual_normal_kl(torch.zeros(1), torch.ones(1), torch.ones(1))) == 0
+    )
 
 
 def test_positive_scale_inverts():
     s = torch.tensor([1e-3, 0.1, 1.0, 5.0], dtype=DT)
-    torch.testing.assert_close(positive_scale(positive_scale_inverse(s)), s, atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        positive_scale(positive_scale_inverse(s)), s, atol=1e-12, rtol=0
+    )
     assert float(positive_scale(torch.zeros(1))) == pytest.approx(1.0, abs=2e-4)
 
 
@@ -243,7 +327,9 @@ def test_residual_and_direct_are_the_same_posterior_on_the_same_random_numbers()
     x = data(gen, 5)
     res, direct = build(gen, post, True), build(gen, post, False)
     z = torch.randn(4, 5, 5, dtype=DT)
-    torch.testing.assert_close(res.encode(x).log_prob(z), direct.encode(x).log_prob(z), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        res.encode(x).log_prob(z), direct.encode(x).log_prob(z), atol=1e-10, rtol=0
+    )
     out = []
     for model in (res, direct):
         torch.manual_seed(3)
@@ -264,8 +350,15 @@ def test_at_the_exact_posterior_every_weight_is_p_of_x(residual):
     with torch.no_grad():
         log_w = objectives.log_weights(model, x, 100)  # (100, B)
         torch.testing.assert_close(log_w, log_px.expand(100, -1), atol=1e-9, rtol=0)
-        torch.testing.assert_close(metrics.log_likelihood(model, x, k=10, progress=False), log_px, atol=1e-9, rtol=0)
-        torch.testing.assert_close(objectives.iwae_bound(model, x, 5), log_px, atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            metrics.log_likelihood(model, x, k=10, progress=False),
+            log_px,
+            atol=1e-9,
+            rtol=0,
+        )
+        torch.testing.assert_close(
+            objectives.iwae_bound(model, x, 5), log_px, atol=1e-9, rtol=0
+        )
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -295,11 +388,15 @@ def test_both_parameterizations_train_to_the_same_optimum(residual):
 
 def small(residual=True, seed=0, dims=(4, 3, 2), hidden=(16, 12, 8)):
     torch.manual_seed(seed)
-    return HierarchicalVAE.mlp((1, 4, 4), latent_dims=dims, hidden=hidden, residual=residual)
+    return HierarchicalVAE.mlp(
+        (1, 4, 4), latent_dims=dims, hidden=hidden, residual=residual
+    )
 
 
 def binary(n=8, seed=0):
-    return torch.bernoulli(torch.full((n, 1, 4, 4), 0.4), generator=torch.Generator().manual_seed(seed))
+    return torch.bernoulli(
+        torch.full((n, 1, 4, 4), 0.4), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -315,7 +412,14 @@ def test_any_number_of_layers_works_with_the_library(layers):
     assert model.resample(x[:3], layers, 4).shape == (4, 3, 1, 4, 4)
     n, var = metrics.active_units(model, x)
     assert var.shape == (sum(dims),)
-    history = vaekit.fit(model, lambda m, xb: -hierarchical_elbo(m, xb), x, steps=3, batch_size=4, progress=False)
+    history = vaekit.fit(
+        model,
+        lambda m, xb: -hierarchical_elbo(m, xb),
+        x,
+        steps=3,
+        batch_size=4,
+        progress=False,
+    )
     assert len(history["loss"]) >= 1
 
 
@@ -338,9 +442,13 @@ def test_free_bits_and_beta():
     torch.manual_seed(0)
     assert torch.allclose(hierarchical_elbo(model, x, beta=0.0), t.reconstruction)
     torch.manual_seed(0)
-    assert torch.allclose(hierarchical_elbo(model, x, free_bits=1e3), t.reconstruction - 3e3)
+    assert torch.allclose(
+        hierarchical_elbo(model, x, free_bits=1e3), t.reconstruction - 3e3
+    )
     torch.manual_seed(0)
-    torch.testing.assert_close(hierarchical_elbo(model, x, beta=0.5), t.reconstruction - 0.5 * t.kl.sum(0))
+    torch.testing.assert_close(
+        hierarchical_elbo(model, x, beta=0.5), t.reconstruction - 0.5 * t.kl.sum(0)
+    )
 
 
 def test_sampling_layer_by_layer_has_the_prior_moments():
@@ -379,38 +487,60 @@ def test_dtype_and_device_follow_the_model():
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(latent_dims=()), "latent_dims"),
-    (dict(latent_dims=(4, 0), hidden=(8, 8)), "latent_dims"),
-    (dict(latent_dims=(4, 2), hidden=(8,)), "hidden"),
-    (dict(latent_dims=4), "latent_dims"),
-    (dict(hidden=(8, -1)), "hidden"),
-    (dict(residual="yes"), "residual"),
-    (dict(activation="swish"), "activation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(latent_dims=()), "latent_dims"),
+        (dict(latent_dims=(4, 0), hidden=(8, 8)), "latent_dims"),
+        (dict(latent_dims=(4, 2), hidden=(8,)), "hidden"),
+        (dict(latent_dims=4), "latent_dims"),
+        (dict(hidden=(8, -1)), "hidden"),
+        (dict(residual="yes"), "residual"),
+        (dict(activation="swish"), "activation"),
+    ],
+)
 def test_bad_construction_is_refused(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        HierarchicalVAE.mlp((1, 4, 4), **{"latent_dims": (4, 2), "hidden": (8, 8), **kwargs})
+        HierarchicalVAE.mlp(
+            (1, 4, 4), **{"latent_dims": (4, 2), "hidden": (8, 8), **kwargs}
+        )
 
 
 def test_mismatched_parts_are_refused():
     with pytest.raises(ValueError, match="top_down"):
-        HierarchicalVAE([nn.Identity()] * 2, [], [nn.Identity()], [nn.Identity()] * 2, nn.Identity(), (2, 2))
+        HierarchicalVAE(
+            [nn.Identity()] * 2,
+            [],
+            [nn.Identity()],
+            [nn.Identity()] * 2,
+            nn.Identity(),
+            (2, 2),
+        )
 
 
-@pytest.mark.parametrize("label, bad, errors", [
-    ("not a tensor", [[0.0]], TypeError),
-    ("empty", torch.zeros(0, 1, 4, 4), ValueError),
-    ("integer", torch.zeros(2, 1, 4, 4, dtype=torch.long), TypeError),
-    ("float64", torch.zeros(2, 1, 4, 4, dtype=DT), TypeError),
-    ("wrong shape", torch.zeros(2, 1, 5, 5), ValueError),
-    ("0-255", torch.full((2, 1, 4, 4), 255.0), ValueError),
-    ("NaN", torch.full((2, 1, 4, 4), float("nan")), ValueError),
-])
+@pytest.mark.parametrize(
+    "label, bad, errors",
+    [
+        ("not a tensor", [[0.0]], TypeError),
+        ("empty", torch.zeros(0, 1, 4, 4), ValueError),
+        ("integer", torch.zeros(2, 1, 4, 4, dtype=torch.long), TypeError),
+        ("float64", torch.zeros(2, 1, 4, 4, dtype=DT), TypeError),
+        ("wrong shape", torch.zeros(2, 1, 5, 5), ValueError),
+        ("0-255", torch.full((2, 1, 4, 4), 255.0), ValueError),
+        ("NaN", torch.full((2, 1, 4, 4), float("nan")), ValueError),
+    ],
+)
 def test_bad_x_is_refused_naming_it(label, bad, errors):
     model = small()
-    for call in (lambda: hierarchical_elbo(model, bad), lambda: objectives.elbo(model, bad),
-                 lambda: model.resample(bad, 1, 2) if label not in ("0-255", "NaN") else hierarchical_elbo(model, bad)):
+    for call in (
+        lambda: hierarchical_elbo(model, bad),
+        lambda: objectives.elbo(model, bad),
+        lambda: (
+            model.resample(bad, 1, 2)
+            if label not in ("0-255", "NaN")
+            else hierarchical_elbo(model, bad)
+        ),
+    ):
         with pytest.raises(errors) as caught:
             call()
         assert "x" in str(caught.value)
@@ -418,10 +548,15 @@ def test_bad_x_is_refused_naming_it(label, bad, errors):
 
 def test_bad_arguments_are_refused_naming_them():
     model, x = small(), binary()
-    for call, name in [(lambda: hierarchical_elbo(model, x, k=0), "k"), (lambda: hierarchical_elbo(model, x, beta=-1), "beta"),
-                       (lambda: hierarchical_elbo(model, x, free_bits=-0.1), "free_bits"),
-                       (lambda: model.resample(x, 4, 2), "layer"), (lambda: model.resample(x, 1, 0), "n"),
-                       (lambda: model.decode(torch.zeros(2, 5)), "z"), (lambda: model.sample(0), "n"),
-                       (lambda: model.top_layer_decoder().decode(torch.zeros(2, 3)), "z_top")]:
+    for call, name in [
+        (lambda: hierarchical_elbo(model, x, k=0), "k"),
+        (lambda: hierarchical_elbo(model, x, beta=-1), "beta"),
+        (lambda: hierarchical_elbo(model, x, free_bits=-0.1), "free_bits"),
+        (lambda: model.resample(x, 4, 2), "layer"),
+        (lambda: model.resample(x, 1, 0), "n"),
+        (lambda: model.decode(torch.zeros(2, 5)), "z"),
+        (lambda: model.sample(0), "n"),
+        (lambda: model.top_layer_decoder().decode(torch.zeros(2, 3)), "z_top"),
+    ]:
         with pytest.raises((ValueError, TypeError), match=name):
             call()
