@@ -1,11 +1,12 @@
 """The hierarchical VAE against exact answers.
 
-A two-layer *linear Gaussian* hierarchy (z_2 ~ N(0, I), z_1 | z_2 ~ N(A z_2 + a, diag s_p^2),
-x | z_1 ~ N(W z_1 + b, s_x^2 I)) with an affine posterior is Gaussian throughout: its prior density,
-its posterior density, log p(x), the ELBO and the gap KL(q(z|x) || p(z|x)) all have closed forms,
-computed here from the matrices alone and compared with what the model computes through its
-top-down pass. With one latent per layer the exact posterior lies in the family, so at it every
-importance weight equals p(x); both parameterizations (residual and direct) reach it.
+A two-layer *linear Gaussian* hierarchy (z_2 ~ N(0, I), z_1 | z_2 ~ N(A z_2 + a, diag
+s_p^2), x | z_1 ~ N(W z_1 + b, s_x^2 I)) with an affine posterior is Gaussian
+throughout: its prior density, its posterior density, log p(x), the ELBO and the gap
+KL(q(z|x) || p(z|x)) all have closed forms, computed here from the matrices alone and
+compared with what the model computes through its top-down pass. With one latent per
+layer the exact posterior lies in the family, so at it every importance weight equals
+p(x); both parameterizations (residual and direct) reach it.
 """
 
 import math
@@ -77,7 +78,8 @@ def random_params(d1, d2, dx, seed=0):
 
 
 def build(gen, post, residual):
-    """The linear hierarchy as a HierarchicalVAE: d_1 = d_2 = x, h_1 = z_2, affine heads with constant scales."""
+    """The linear hierarchy as a HierarchicalVAE: d_1 = d_2 = x, h_1 = z_2, affine heads
+    with constant scales."""
     d1, d2 = gen["A"].shape
     dx = gen["W"].shape[0]
     zeros = torch.zeros
@@ -165,7 +167,8 @@ def exact(gen, post, x):
 
 
 def exact_posterior(gen, x_dim):
-    """The affine posterior equal to p(z|x) when d1 = d2 = 1 (then it lies in the family)."""
+    """The affine posterior equal to p(z|x) when d1 = d2 = 1 (then it lies in the
+    family)."""
     mu, S = joint_p(gen)
     # p(z2 | x): condition row 1 on the x block
     x_idx = list(range(2, 2 + x_dim))
@@ -198,7 +201,7 @@ def data(gen, n, seed=1):
     )
 
 
-# --------------------------------------------------------------------------- closed forms
+# --- closed forms
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -319,7 +322,7 @@ def test_positive_scale_inverts():
     assert float(positive_scale(torch.zeros(1))) == pytest.approx(1.0, abs=2e-4)
 
 
-# --------------------------------------------------------------------------- the two parameterizations
+# --- the two parameterizations
 
 
 def test_residual_and_direct_are_the_same_posterior_on_the_same_random_numbers():
@@ -363,7 +366,8 @@ def test_at_the_exact_posterior_every_weight_is_p_of_x(residual):
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_both_parameterizations_train_to_the_same_optimum(residual):
-    """From a random affine posterior, training q alone reaches log p(x) (the posterior is in the family)."""
+    """From a random affine posterior, training q alone reaches log p(x) (the posterior
+    is in the family)."""
     gen, post = random_params(1, 1, 3, seed=8)
     _, start = random_params(1, 1, 3, seed=9)
     model = build(gen, start, residual)
@@ -383,7 +387,7 @@ def test_both_parameterizations_train_to_the_same_optimum(residual):
     assert 0 <= float(gap) < 5e-3, f"mean gap {gap:.4f} nats"
 
 
-# --------------------------------------------------------------------------- the digits-sized model
+# --- the digits-sized model
 
 
 def small(residual=True, seed=0, dims=(4, 3, 2), hidden=(16, 12, 8)):
@@ -484,7 +488,7 @@ def test_dtype_and_device_follow_the_model():
         assert objectives.iwae_bound(model, binary().cuda(), 3).device.type == "cuda"
 
 
-# --------------------------------------------------------------------------- bad input
+# --- bad input
 
 
 @pytest.mark.parametrize(

@@ -1,28 +1,35 @@
-"""A top-down hierarchical VAE with L stochastic layers (Ladder VAE, Sønderby et al. 2016; NVAE, Vahdat & Kautz 2020).
+"""A top-down hierarchical VAE with L stochastic layers (Ladder VAE, Sønderby et al.
+2016; NVAE, Vahdat & Kautz 2020).
 
 Layer 1 is nearest the data, layer L at the top. The generative model is a chain
 
-    p(z_L) = N(0, I),   p(z_l | z_{l+1}) = N(mu_p(h_l), diag sigma_p(h_l)^2),   p(x | z_1),
+    p(z_L) = N(0, I),
+    p(z_l | z_{l+1}) = N(mu_p(h_l), diag sigma_p(h_l)^2),
+    p(x | z_1),
 
-with h_l = top_down[l](z_{l+1}) a deterministic feature of the layer above. Inference runs a
-bottom-up pass d_1 = f_1(x), d_2 = f_2(d_1), ... once, then the *same* top-down pass as generation,
-each layer's posterior reading both the top-down feature and the bottom-up one:
+with h_l = top_down[l](z_{l+1}) a deterministic feature of the layer above. Inference
+runs a bottom-up pass d_1 = f_1(x), d_2 = f_2(d_1), ... once, then the *same* top-down
+pass as generation, each layer's posterior reading both the top-down feature and the
+bottom-up one:
 
-    q(z_L | x) = N(head_L(d_L)),   q(z_l | z_{l+1}, x) = N(head_l([h_l, d_l])).
+    q(z_L | x) = N(head_L(d_L)),
+    q(z_l | z_{l+1}, x) = N(head_l([h_l, d_l])).
 
-``residual=True`` is NVAE's residual normal: the head gives (dmu, dsigma) *relative to the prior*,
-mu_q = mu_p + dmu and sigma_q = sigma_p * dsigma, and each layer's KL has the closed form
-1/2 (dmu^2 / sigma_p^2 + dsigma^2 - log dsigma^2 - 1) (:func:`residual_normal_kl`). ``residual=False``
-gives mu_q and sigma_q directly. Both describe the same family of posteriors.
+``residual=True`` is NVAE's residual normal: the head gives (dmu, dsigma) *relative to
+the prior*, mu_q = mu_p + dmu and sigma_q = sigma_p * dsigma, and each layer's KL has
+the closed form 1/2 (dmu^2 / sigma_p^2 + dsigma^2 - log dsigma^2 - 1)
+(:func:`residual_normal_kl`). ``residual=False`` gives mu_q and sigma_q directly. Both
+describe the same family of posteriors.
 
-The model offers the interface of :class:`vaekit.VAE` to the library's bounds: ``encode(x)`` is a
-``torch.distributions`` object over all the latents concatenated, z = [z_1, ..., z_L] ``[..., sum D_l]``
-(layer 1 first), whose ``rsample`` runs the top-down pass and whose ``log_prob`` scores a z layer by
-layer; ``prior`` is the same over p; ``decode(z)`` is p(x | z_1). So ``vaekit.elbo`` (with the KL
-sampled: a hierarchy has no closed-form KL overall), ``iwae_bound``, ``metrics.log_likelihood`` and
-``fit`` work unchanged. :meth:`HierarchicalVAE.terms` gives the reconstruction and each layer's KL,
-analytic given the samples of the layers above, and :func:`hierarchical_elbo` the training objective
-built from them, with KL warm-up (``beta``) and free bits per layer.
+The model offers the interface of :class:`vaekit.VAE` to the library's bounds:
+``encode(x)`` is a ``torch.distributions`` object over all the latents concatenated, z =
+[z_1, ..., z_L] ``[..., sum D_l]`` (layer 1 first), whose ``rsample`` runs the top-down
+pass and whose ``log_prob`` scores a z layer by layer; ``prior`` is the same over p;
+``decode(z)`` is p(x | z_1). So ``vaekit.elbo`` (with the KL sampled: a hierarchy has no
+closed-form KL overall), ``iwae_bound``, ``metrics.log_likelihood`` and ``fit`` work
+unchanged. :meth:`HierarchicalVAE.terms` gives the reconstruction and each layer's KL,
+analytic given the samples of the layers above, and :func:`hierarchical_elbo` the
+training objective built from them, with KL warm-up (``beta``) and free bits per layer.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ MIN_SCALE = 1e-4
 
 
 def positive_scale(pre: torch.Tensor) -> torch.Tensor:
-    """A scale > 0 from a head's raw output: softplus(pre + log(e - 1)) + 1e-4 (1 at ``pre = 0``)."""
+    """A scale > 0 from a head's raw output: softplus(pre + log(e - 1)) + 1e-4 (1 at
+    ``pre = 0``)."""
     return F.softplus(pre + SCALE_SHIFT) + MIN_SCALE
 
 
@@ -64,8 +72,9 @@ def positive_scale_inverse(scale: torch.Tensor) -> torch.Tensor:
 def residual_normal_kl(
     delta_mu: torch.Tensor, delta_sigma: torch.Tensor, sigma_p: torch.Tensor
 ) -> torch.Tensor:
-    """KL(N(mu_p + dmu, (sigma_p dsigma)^2) || N(mu_p, sigma_p^2)) per dimension, elementwise:
-    1/2 (dmu^2 / sigma_p^2 + dsigma^2 - log dsigma^2 - 1) (Vahdat & Kautz 2020, eq. 2)."""
+    """KL(N(mu_p + dmu, (sigma_p dsigma)^2) || N(mu_p, sigma_p^2)) per dimension,
+    elementwise: 1/2 (dmu^2 / sigma_p^2 + dsigma^2 - log dsigma^2 - 1) (Vahdat & Kautz
+    2020, eq. 2)."""
     return 0.5 * (
         (delta_mu / sigma_p) ** 2 + delta_sigma**2 - 2 * torch.log(delta_sigma) - 1
     )
@@ -84,7 +93,8 @@ class Layer(NamedTuple):
 
 class HierarchicalTerms(NamedTuple):
     reconstruction: torch.Tensor  # (B,) E_q[log p(x | z_1)], Monte Carlo over k samples
-    kl: torch.Tensor  # (L, B) each layer's KL given the layers above, layer 1 first, mean over k samples
+    # (L, B) each layer's KL given the layers above, layer 1 first, mean over k samples
+    kl: torch.Tensor
 
 
 def _normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
@@ -92,14 +102,15 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
 
 
 class HierarchicalVAE(nn.Module):
-    """Top-down hierarchical VAE; see the module's docstring. Build one with :meth:`mlp`, or from parts:
+    """Top-down hierarchical VAE; see the module's docstring. Build one with
+    :meth:`mlp`, or from parts:
 
     bottom_up: L modules, d_l = bottom_up[l-1](d_{l-1}) with d_0 = x.
     top_down: L - 1 modules, h_l = top_down[l-1](z_{l+1}).
     prior_heads: L - 1 modules, h_l -> ``2 D_l`` (the prior's mean and raw scale).
-    posterior_heads: L modules; for l < L, ``[h_l, d_l]`` -> ``2 D_l``; at the top, d_L -> ``2 D_L``.
-    decoder: z_1 ``[..., D_1]`` -> p(x | z_1), a distribution with the image as its event.
-    latent_dims: (D_1, ..., D_L), layer 1 first.
+    posterior_heads: L modules; for l < L, ``[h_l, d_l]`` -> ``2 D_l``; at the top, d_L
+    -> ``2 D_L``. decoder: z_1 ``[..., D_1]`` -> p(x | z_1), a distribution with the
+    image as its event. latent_dims: (D_1, ..., D_L), layer 1 first.
     """
 
     def __init__(
@@ -119,7 +130,8 @@ class HierarchicalVAE(nn.Module):
             or len(latent_dims) < 1
         ):
             raise ValueError(
-                f"latent_dims must be a sequence of L >= 1 layer sizes, got {latent_dims!r}"
+                "latent_dims must be a sequence of L >= 1 layer sizes, "
+                f"got {latent_dims!r}"
             )
         for i, d in enumerate(latent_dims):
             check_positive_int(**{f"latent_dims[{i}]": d})
@@ -132,7 +144,8 @@ class HierarchicalVAE(nn.Module):
         ):
             if len(mods) != want:
                 raise ValueError(
-                    f"{name} must hold {want} modules for L = {n} layers, got {len(mods)}"
+                    f"{name} must hold {want} modules for L = {n} layers, "
+                    f"got {len(mods)}"
                 )
         if not isinstance(residual, bool):
             raise TypeError(f"residual must be True or False, got {residual!r}")
@@ -152,7 +165,8 @@ class HierarchicalVAE(nn.Module):
         self.register_buffer("top_loc", torch.zeros(latent_dims[-1]))
         self.register_buffer("top_scale", torch.ones(latent_dims[-1]))
 
-    # -- sizes and helpers ---------------------------------------------------------------------
+    # -- sizes and helpers ---
+
     @property
     def layers(self) -> int:
         return len(self.latent_dims)
@@ -175,8 +189,9 @@ class HierarchicalVAE(nn.Module):
         check_tensor("z", z, floating=True)
         if z.dim() == 0 or z.shape[-1] != self.latent_dim:
             raise ValueError(
-                f"z must have {self.latent_dim} = {' + '.join(map(str, self.latent_dims))} latents "
-                f"(layers 1..{self.layers}) in its last axis, got shape {tuple(z.shape)}"
+                f"z must have {self.latent_dim} = "
+                f"{' + '.join(map(str, self.latent_dims))} latents (layers "
+                f"1..{self.layers}) in its last axis, got shape {tuple(z.shape)}"
             )
         return list(z.split(self.latent_dims, dim=-1))
 
@@ -187,18 +202,21 @@ class HierarchicalVAE(nn.Module):
             or not 1 <= layer <= self.layers
         ):
             raise ValueError(
-                f"layer must be an int from 1 (nearest the data) to {self.layers}, got {layer!r}"
+                "layer must be an int from 1 (nearest the data) to "
+                f"{self.layers}, got {layer!r}"
             )
         return layer
 
-    # -- the two passes --------------------------------------------------------------------------
+    # -- the two passes ---
+
     def bottom_up_pass(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[d_1, ..., d_L], each ``[B, F_l]``."""
         check_tensor("x", x, floating=True, nonempty=True)
         check_matches("x", x, self)
         if tuple(x.shape[1:]) != self.x_shape:
             raise ValueError(
-                f"x must have shape [B, {', '.join(map(str, self.x_shape))}], got {tuple(x.shape)}"
+                f"x must have shape [B, {', '.join(map(str, self.x_shape))}], "
+                f"got {tuple(x.shape)}"
             )
         d, out = x.flatten(1), []
         for f in self.bottom_up:
@@ -214,12 +232,15 @@ class HierarchicalVAE(nn.Module):
         mean: bool = False,
         fixed: dict[int, torch.Tensor] | None = None,
     ) -> list[Layer]:
-        """The shared top-down pass, layer L down to 1; returns the layers, layer 1 first.
+        """The shared top-down pass, layer L down to 1; returns the layers, layer 1
+        first.
 
         features: the bottom-up features (posterior pass) or None (the prior alone).
-        z: all latents ``[..., sum D_l]`` to score instead of drawing (``log_prob``); else each layer
-            is drawn, reparameterized, from q (or p without features), with ``sample_shape`` in front
-            (or its mean, ``mean=True``); ``fixed`` maps a layer number to a value to use for that layer.
+        z: all latents ``[..., sum D_l]`` to score instead of drawing (``log_prob``);
+        else each layer
+            is drawn, reparameterized, from q (or p without features), with
+            ``sample_shape`` in front (or its mean, ``mean=True``); ``fixed`` maps a
+            layer number to a value to use for that layer.
         """
         given = None if z is None else self.split(z)
         fixed = fixed or {}
@@ -280,7 +301,8 @@ class HierarchicalVAE(nn.Module):
             above = zi
         return layers
 
-    # -- the VAE interface -------------------------------------------------------------------------
+    # -- the VAE interface ---
+
     def encode(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over all the latents, ``[B]`` batch, ``[sum D_l]`` event."""
         return HierarchicalPosterior(self, self.bottom_up_pass(x))
@@ -291,12 +313,14 @@ class HierarchicalVAE(nn.Module):
         return HierarchicalPrior(self)
 
     def decode(self, z: torch.Tensor):
-        """p(x | z_1) for all the latents z ``[..., sum D_l]`` (only layer 1 reaches the pixels)."""
+        """p(x | z_1) for all the latents z ``[..., sum D_l]`` (only layer 1 reaches the
+        pixels)."""
         return self.decoder(self.split(z)[0])
 
     def terms(self, x: torch.Tensor, k: int = 1) -> HierarchicalTerms:
-        """One bottom-up and one top-down pass with ``k`` reparameterized samples per example: the
-        reconstruction ``[B]`` and each layer's KL ``[L, B]`` (analytic given the layers above)."""
+        """One bottom-up and one top-down pass with ``k`` reparameterized samples per
+        example: the reconstruction ``[B]`` and each layer's KL ``[L, B]`` (analytic
+        given the layers above)."""
         check_positive_int(k=k)
         layers = self.top_down_pass(self.bottom_up_pass(x), sample_shape=(k,))
         px = self.decoder(layers[0].z)  # batch (k, B)
@@ -307,24 +331,26 @@ class HierarchicalVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
-        """``n`` new images ``[n, *x_shape]``: z_L, ..., z_1 drawn layer by layer, then E[x|z_1]
-        (``mean=True``) or x ~ p(x|z_1)."""
+        """``n`` new images ``[n, *x_shape]``: z_L, ..., z_1 drawn layer by layer, then
+        E[x|z_1] (``mean=True``) or x ~ p(x|z_1)."""
         check_positive_int(n=n)
         px = self.decode(self.prior.sample((n,)))
         return px.mean if mean else px.sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x | z_1] along the posterior's mean path (each layer at its mean given the ones above)."""
+        """E[x | z_1] along the posterior's mean path (each layer at its mean given the
+        ones above)."""
         return self.decode(self.encode(x).mean).mean
 
     @torch.no_grad()
     def resample(
         self, x: torch.Tensor, layer: int, n: int, mean: bool = True
     ) -> torch.Tensor:
-        """What the layers above ``layer`` hold about each digit: those layers fixed at the posterior's
-        mean path for ``x``, layer ``layer`` and the ones below drawn ``n`` times from the prior's
-        conditionals. ``[n, B, *x_shape]``; ``layer = L`` gives unconditional samples."""
+        """What the layers above ``layer`` hold about each digit: those layers fixed at
+        the posterior's mean path for ``x``, layer ``layer`` and the ones below drawn
+        ``n`` times from the prior's conditionals. ``[n, B, *x_shape]``; ``layer = L``
+        gives unconditional samples."""
         self._check_layer(layer)
         check_positive_int(n=n)
         path = self.top_down_pass(
@@ -336,8 +362,8 @@ class HierarchicalVAE(nn.Module):
         return px.mean if mean else px.sample()
 
     def top_layer_decoder(self) -> "TopLayerDecoder":
-        """A view with ``decode(z_L)`` and ``latent_dim = D_L``: the layers below at their prior means
-        given z_L, then E[x | z_1]. For sliders over the top layer."""
+        """A view with ``decode(z_L)`` and ``latent_dim = D_L``: the layers below at
+        their prior means given z_L, then E[x | z_1]. For sliders over the top layer."""
         return TopLayerDecoder(self)
 
     @classmethod
@@ -351,9 +377,10 @@ class HierarchicalVAE(nn.Module):
         sigma: float | None = None,
         residual: bool = True,
     ) -> "HierarchicalVAE":
-        """MLPs throughout: the bottom-up pass x -> hidden[0] -> ... -> hidden[L-1] (each followed by
-        ``activation``), the top-down features h_l = act(Linear(z_{l+1})) of size hidden[l-1], linear
-        heads, and a decoder z_1 -> hidden[0] -> pixels."""
+        """MLPs throughout: the bottom-up pass x -> hidden[0] -> ... -> hidden[L-1]
+        (each followed by ``activation``), the top-down features h_l =
+        act(Linear(z_{l+1})) of size hidden[l-1], linear heads, and a decoder z_1 ->
+        hidden[0] -> pixels."""
         if isinstance(latent_dims, int) or isinstance(hidden, int):
             raise ValueError(
                 "latent_dims and hidden must be sequences, one size per layer "
@@ -365,7 +392,8 @@ class HierarchicalVAE(nn.Module):
             )
         if len(hidden) != len(latent_dims):
             raise ValueError(
-                f"hidden must give one feature size per layer ({len(latent_dims)}), got {tuple(hidden)}"
+                "hidden must give one feature size per layer "
+                f"({len(latent_dims)}), got {tuple(hidden)}"
             )
         for i, h in enumerate(hidden):
             check_positive_int(**{f"hidden[{i}]": h})
@@ -405,7 +433,8 @@ class HierarchicalVAE(nn.Module):
 
 
 class TopLayerDecoder(nn.Module):
-    """``decode(z_L)``: z_L ``[..., D_L]`` -> p(x | z_1) with z_{L-1}, ..., z_1 at their prior means."""
+    """``decode(z_L)``: z_L ``[..., D_L]`` -> p(x | z_1) with z_{L-1}, ..., z_1 at their
+    prior means."""
 
     def __init__(self, model: HierarchicalVAE):
         super().__init__()
@@ -416,7 +445,8 @@ class TopLayerDecoder(nn.Module):
         check_tensor("z_top", z_top, floating=True)
         if z_top.dim() == 0 or z_top.shape[-1] != self.latent_dim:
             raise ValueError(
-                f"z_top must have the top layer's {self.latent_dim} latents in its last axis, "
+                f"z_top must have the top layer's {self.latent_dim} latents in its "
+                "last axis, "
                 f"got shape {tuple(z_top.shape)}"
             )
         m, above = self.model, z_top
@@ -426,7 +456,8 @@ class TopLayerDecoder(nn.Module):
 
 
 class HierarchicalPosterior(Distribution):
-    """q(z | x) = q(z_L | x) prod_l q(z_l | z_{l+1}, x) over z = [z_1, ..., z_L], batch ``[B]``."""
+    """q(z | x) = q(z_L | x) prod_l q(z_l | z_{l+1}, x) over z = [z_1, ..., z_L], batch
+    ``[B]``."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
@@ -452,8 +483,9 @@ class HierarchicalPosterior(Distribution):
 
     @property
     def mean(self) -> torch.Tensor:
-        """The mean path: each layer at its posterior mean given the layers above at theirs (E_q[z|x]
-        exactly at the top layer and wherever the top-down maps are linear)."""
+        """The mean path: each layer at its posterior mean given the layers above at
+        theirs (E_q[z|x] exactly at the top layer and wherever the top-down maps are
+        linear)."""
         return torch.cat(
             [layer.z for layer in self.model.top_down_pass(self.features, mean=True)],
             -1,
@@ -495,11 +527,12 @@ def hierarchical_elbo(
     beta: float = 1.0,
     free_bits: float = 0.0,
 ) -> torch.Tensor:
-    """The ELBO per example ``[B]`` (nats) from :meth:`HierarchicalVAE.terms`: reconstruction minus
-    ``beta`` times the sum of the layers' analytic KLs. ``beta`` < 1 for KL warm-up; ``free_bits`` > 0
-    counts each layer's batch-mean KL as at least that many nats (free bits per group, Kingma et al.
-    2016), so the top layer is not pushed to zero before it is used. At ``beta = 1, free_bits = 0``
-    it equals, in expectation, ``vaekit.elbo(model, x)``, whose KL is sampled."""
+    """The ELBO per example ``[B]`` (nats) from :meth:`HierarchicalVAE.terms`:
+    reconstruction minus ``beta`` times the sum of the layers' analytic KLs. ``beta`` <
+    1 for KL warm-up; ``free_bits`` > 0 counts each layer's batch-mean KL as at least
+    that many nats (free bits per group, Kingma et al. 2016), so the top layer is not
+    pushed to zero before it is used. At ``beta = 1, free_bits = 0`` it equals, in
+    expectation, ``vaekit.elbo(model, x)``, whose KL is sampled."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
         raise ValueError(f"beta must be a number >= 0, got {beta!r}")
     if (
