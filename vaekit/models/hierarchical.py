@@ -108,9 +108,10 @@ class HierarchicalVAE(nn.Module):
     bottom_up: L modules, d_l = bottom_up[l-1](d_{l-1}) with d_0 = x.
     top_down: L - 1 modules, h_l = top_down[l-1](z_{l+1}).
     prior_heads: L - 1 modules, h_l -> ``2 D_l`` (the prior's mean and raw scale).
-    posterior_heads: L modules; for l < L, ``[h_l, d_l]`` -> ``2 D_l``; at the top, d_L
-    -> ``2 D_L``. decoder: z_1 ``[..., D_1]`` -> p(x | z_1), a distribution with the
-    image as its event. latent_dims: (D_1, ..., D_L), layer 1 first.
+    posterior_heads: L modules; for l < L, ``[h_l, d_l]`` -> ``2 D_l``; at the top,
+        d_L -> ``2 D_L``.
+    decoder: z_1 ``[..., D_1]`` -> p(x | z_1), a distribution with the image as its event.
+    latent_dims: (D_1, ..., D_L), layer 1 first.
     """
 
     def __init__(
@@ -237,10 +238,9 @@ class HierarchicalVAE(nn.Module):
 
         features: the bottom-up features (posterior pass) or None (the prior alone).
         z: all latents ``[..., sum D_l]`` to score instead of drawing (``log_prob``);
-        else each layer
-            is drawn, reparameterized, from q (or p without features), with
-            ``sample_shape`` in front (or its mean, ``mean=True``); ``fixed`` maps a
-            layer number to a value to use for that layer.
+            else each layer is drawn, reparameterized, from q (or p without features),
+            with ``sample_shape`` in front (or its mean, ``mean=True``); ``fixed`` maps
+            a layer number to a value to use for that layer.
         """
         given = None if z is None else self.split(z)
         fixed = fixed or {}
