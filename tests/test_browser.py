@@ -45,6 +45,7 @@ CASES = [
     WidgetCase("06_vae.ipynb", slider="z1"),
     WidgetCase("07_iwae.ipynb", slider="q shift (sd)"),
     WidgetCase("09_latent_information.ipynb", slider="log₂ β"),
+    WidgetCase("10_priors_and_hierarchies.ipynb", slider="z1"),
     WidgetCase("12_semi_supervised.ipynb", slider="z1"),
     WidgetCase("13_disentanglement.ipynb", slider="z value"),
     WidgetCase("14_vqvae.ipynb", slider="code"),

@@ -116,6 +116,13 @@ EXPECTED = {
     "10_priors_and_hierarchies": {
         **{f"nll_prior_{p}": (lambda v: 80 < v < 300) for p in ("standard", "mog", "vamp")},  # 2-D latent
         "marginal_kl_prior_standard": lambda v: -0.5 < v < 10,
+        **{f"nll_{m}": (lambda v: 80 < v < 300) for m in ("one_level", "two_level", "residual", "direct")},
+        "nll_two_level_se_paired": lambda v: 0 < v < 5,  # paired over 50 test digits (smoke)
+        "kl_layer_1": lambda v: 0.1 < v < 100,  # nats per digit
+        "kl_layer_2": lambda v: 0 < v < 50,
+        "active_units_layer_1": lambda v: 1 <= v <= 32,
+        "active_units_layer_2": lambda v: 0 <= v <= 16,
+        "resample_distance_ratio": lambda v: 0 < v < 1.5,
     },
     "11_likelihoods": {
         "gray_bits_per_dim": lambda v: 0.5 < v < 4,  # 8-bit digits: far below a uniform model's 8
@@ -184,6 +191,10 @@ RELATIONS = {
     ],
     "10_priors_and_hierarchies": [
         ("the VampPrior beats N(0, I) on test NLL", lambda m: m["nll_prior_vamp"] < m["nll_prior_standard"]),
+        ("the top layer carries less than the layer nearest the data", lambda m: m["kl_layer_2"] < m["kl_layer_1"]),
+        ("free bits per layer leave the top layer more than KL warm-up does",
+         lambda m: m["kl_layer_2_warmup"] < m["kl_layer_2_free_bits"]),
+        ("the residual and the direct runs are scored on the same digits", lambda m: m["nll_residual"] == m["nll_two_level"]),
     ],
     "12_semi_supervised": [
         ("M2's unlabelled bound lies below the importance-sampled log p(x)", lambda m: m["m2_test_bound_u"] < m["m2_test_log_px"]),

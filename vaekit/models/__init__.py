@@ -4,9 +4,12 @@ mixture (Gaussian mixture, exact likelihood and EM), linear_gaussian (probabilis
 posterior), vae (the VAE), priors (mixture-of-Gaussians prior, VampPrior), autoregressive (a
 conditional MADE decoder), ssvae (M1, M2, M1 + M2), vq (vector quantization and codebook usage),
 vqvae (the VQ-VAE), pixelcnn (a prior over code grids).
+hierarchical (a top-down hierarchical VAE with L stochastic layers, NVAE's residual normal).
 
 May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
 """
 from . import autoregressive, linear_gaussian, mixture, pixelcnn, priors, ssvae, vae, vq, vqvae
+from . import hierarchical
 
 __all__ = ["autoregressive", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae", "vq", "vqvae"]
+__all__ += ["hierarchical"]
