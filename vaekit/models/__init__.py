@@ -8,5 +8,7 @@ vqvae (the VQ-VAE), pixelcnn (a prior over code grids).
 May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
 """
 from . import autoregressive, linear_gaussian, mixture, pixelcnn, priors, ssvae, vae, vq, vqvae
+from . import vqvae2
 
 __all__ = ["autoregressive", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae", "vq", "vqvae"]
+__all__ += ["vqvae2"]
