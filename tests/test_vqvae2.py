@@ -330,3 +330,40 @@ def test_bad_input_names_the_argument():
         BottomPrior(3, 4, channels=8, layers=2).log_prob(
             torch.zeros(2, 14, 14, dtype=torch.long), torch.full((2, 7, 7), 4)
         )
+
+
+# --- the figures of notebook 15 ------------------------------------------------------------------
+def test_level_swaps_bottom_resamples_and_the_resampler_widget_redraws():
+    import numpy as np
+
+    from vaekit.figures import hierarchy
+
+    torch.manual_seed(0)
+    model = VQVAE2(num_codes_top=4, num_codes_bottom=3, code_dim=4, hidden=8).eval()
+    prior = perturbed(BottomPrior(3, 4, channels=8, layers=2))
+    top, bottom = model.codes(torch.rand(5, 1, 28, 28).round())
+    views = hierarchy.level_swaps(model, top, bottom, [(0, 1), (2, 3)])
+    assert list(views) == [
+        "digit a",
+        "digit b",
+        "top of a, bottom of b",
+        "top of b, bottom of a",
+    ]
+    assert all(v.shape == (2, 1, 28, 28) for v in views.values())
+    with torch.no_grad():
+        torch.testing.assert_close(
+            views["top of a, bottom of b"][1],
+            model.decode_indices(top[2:3], bottom[3:4]).mean[0],
+        )
+    r1 = hierarchy.bottom_resamples(model, prior, top[0], 3, seed=1)
+    assert r1.shape == (3, 1, 28, 28)
+    torch.testing.assert_close(
+        r1, hierarchy.bottom_resamples(model, prior, top[0], 3, seed=1)
+    )  # a seed, the same digits
+    widget = hierarchy.BottomResampler(model, prior, top, bottom, draws=10)
+    before = np.asarray(widget.panel.data[1].z).copy()
+    widget.sliders["draw"].value = 5
+    assert np.abs(np.asarray(widget.panel.data[1].z) - before).max() > 0
+    assert widget.panel.layout.title.text
+    with pytest.raises(ValueError, match="tops and bottoms"):
+        hierarchy.BottomResampler(model, prior, top, bottom[:2])
