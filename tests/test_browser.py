@@ -49,6 +49,7 @@ CASES = [
     WidgetCase("12_semi_supervised.ipynb", slider="z1"),
     WidgetCase("13_disentanglement.ipynb", slider="z value"),
     WidgetCase("14_vqvae.ipynb", slider="code"),
+    WidgetCase("15_vqvae2.ipynb", slider="draw"),
 ]
 
 

@@ -148,6 +148,18 @@ EXPECTED = {
         **{f"reconstruction_beta_{b}": (lambda v: 0 < v < 1024 * math.log(2)) for b in ("1", "high")},  # below a coin per pixel
         **{f"factor_vae_beta_{b}": (lambda v: 0.2 <= v <= 1) for b in ("1", "high")},  # a majority vote over 5 factors is right >= 1/5
     },
+    "15_vqvae2": {
+        "codebook_size_top": lambda v: v == 16,
+        "codebook_size_bottom": lambda v: v == 4,
+        "perplexity_top": lambda v: 1 <= v <= 16,
+        "perplexity_bottom": lambda v: 1 <= v <= 4,
+        "recon_nll_one_level": lambda v: 0 < v < 784 * math.log(2),  # below a coin per pixel
+        "recon_nll_two_level": lambda v: 0 < v < 784 * math.log(2),
+        "bits_per_dim_one_level": lambda v: 0 < v < 1,
+        "bits_per_dim_two_level": lambda v: 0 < v < 1,
+        "class_conditional_accuracy": lambda v: 0 <= v <= 1,
+        "class_conditional_accuracy_one_level": lambda v: 0 <= v <= 1,
+    },
 }
 
 # relations between numbers of the same notebook
@@ -208,6 +220,13 @@ RELATIONS = {
     "13_disentanglement": [
         ("a rotation keeps the information but loses the gap", lambda m: m["mig_rotated_factors"] < m["mig_true_factors"]),
         ("a larger beta costs reconstruction", lambda m: m["reconstruction_beta_high"] > m["reconstruction_beta_1"]),
+    ],
+    "15_vqvae2": [
+        ("perplexities are at most the codebook sizes", lambda m: m["perplexity_top"] <= m["codebook_size_top"] + 1e-9
+         and m["perplexity_bottom"] <= m["codebook_size_bottom"] + 1e-9),
+        ("each bound is above its reconstruction term (the prior terms are positive)",
+         lambda m: m["bits_per_dim_one_level"] * 784 * math.log(2) > m["recon_nll_one_level"]
+         and m["bits_per_dim_two_level"] * 784 * math.log(2) > m["recon_nll_two_level"]),
     ],
 }
 

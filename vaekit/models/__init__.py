@@ -9,7 +9,7 @@ hierarchical (a top-down hierarchical VAE with L stochastic layers, NVAE's resid
 May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
 """
 from . import autoregressive, linear_gaussian, mixture, pixelcnn, priors, ssvae, vae, vq, vqvae
-from . import hierarchical
+from . import hierarchical, vqvae2
 
-__all__ = ["autoregressive", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae", "vq", "vqvae"]
-__all__ += ["hierarchical"]
+__all__ = ["autoregressive", "hierarchical", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae",
+           "vq", "vqvae", "vqvae2"]
