@@ -3,8 +3,9 @@
 mixture (Gaussian mixture, exact likelihood and EM), linear_gaussian (probabilistic PCA, exact
 posterior), vae (the VAE), priors (mixture-of-Gaussians prior, VampPrior), autoregressive (a
 conditional MADE decoder), ssvae (M1, M2, M1 + M2), vq (vector quantization and codebook usage),
-vqvae (the VQ-VAE), pixelcnn (a prior over code grids).
-hierarchical (a top-down hierarchical VAE with L stochastic layers, NVAE's residual normal).
+vqvae (the VQ-VAE), pixelcnn (a prior over code grids, optionally conditioned on a feature map
+and a class), hierarchical (a top-down hierarchical VAE with L stochastic layers, NVAE's residual
+normal), vqvae2 (VQ-VAE-2: two levels of codes and the prior of the bottom codes given the top).
 
 May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
 """
