@@ -4,9 +4,14 @@ mixture (Gaussian mixture, exact likelihood and EM), linear_gaussian (probabilis
 posterior), vae (the VAE), priors (mixture-of-Gaussians prior, VampPrior), autoregressive (a
 conditional MADE decoder), ssvae (M1, M2, M1 + M2), vq (vector quantization and codebook usage),
 vqvae (the VQ-VAE), pixelcnn (a prior over code grids).
+dequantization: a learned noise distribution q(u | x) and the dequantized bound for 8-bit data.
 
 May import: the core (vaekit.data, device, distributions, discretized, nets, train, schedules, utils).
 """
 from . import autoregressive, linear_gaussian, mixture, pixelcnn, priors, ssvae, vae, vq, vqvae
 
 __all__ = ["autoregressive", "linear_gaussian", "mixture", "pixelcnn", "priors", "ssvae", "vae", "vq", "vqvae"]
+
+from . import dequantization  # noqa: E402
+
+__all__ += ["dequantization"]
