@@ -18,7 +18,7 @@ from vaekit import discretized
 from vaekit.evaluation import compare, information, metrics, protocols
 from vaekit.models.autoregressive import made_masks
 from vaekit.inference import hmc, objectives, wake_sleep
-from vaekit.models import priors, ssvae, vq, vqvae
+from vaekit.models import dequantization, priors, ssvae, vq, vqvae
 from vaekit.models.pixelcnn import PixelCNN, horizontal_mask, nll, vertical_mask
 from vaekit.nets import DiscretizedLogisticDecoder
 from vaekit.utils import check_labels, check_positive_number, input_checks
@@ -166,6 +166,8 @@ TABLE = {
                               {"steps": {"size"}}),
     "vq.codebook_usage": (lambda e, **o: vq.codebook_usage(**{"indices": e.codes, "num_codes": 4, **o}),
                           {"num_codes": {"size"}}),
+    "dequantization.dequantized_elbo": (lambda e, **o: dequantization.dequantized_elbo(**{"model": e.dvae, "x": e.x, **o}),
+                                        {"x": {DATA, MODEL, SCORED}, "bins": {"size"}}),
     "vaekit.fit": (lambda e, **o: vaekit.fit(**{"model": e.vae, "objective": objectives.elbo, "data": e.x, "steps": 1,
                                                 "batch_size": 3, "progress": False, **o}),
                    {"steps": {"size"}, "batch_size": {"size"}, "lr": {"number"}}),
@@ -262,7 +264,7 @@ def test_the_valid_call_of_each_row_runs(fn_name):
 
 WALKED = ("models.ssvae", "inference.wake_sleep", "inference.hmc", "models.vqvae", "models.pixelcnn", "discretized",
           "models.vq", "inference.objectives", "evaluation.metrics", "evaluation.information", "evaluation.compare",
-          "models.priors", "models.autoregressive", "evaluation.protocols", "train")
+          "models.priors", "models.autoregressive", "evaluation.protocols", "train", "models.dequantization")
 ROLES = {"x", "y", "k", "n", "batch_size", "steps", "x_val", "y_val", "x_labelled", "y_labelled", "x_unlabelled",
          "n_samples", "per_class", "indices", "chain", "samples", "real", "pred_a", "pred_b", "num_codes"}
 EXEMPT = {  # function -> why it is not in the table
@@ -285,6 +287,7 @@ EXEMPT = {  # function -> why it is not in the table
     "hmc.log_joint": "returns a closure over x; log_marginal, sir_init and MCEM check x before using it",
     "train.fingerprint": "fit's bookkeeping, called after fit's checks",
     "train.make_optimizer": "fit's checks",
+    "dequantization.density_log_prob": "dequantized_elbo's helper, called after its checks",
 }
 
 

@@ -129,6 +129,16 @@ EXPECTED = {
         "gray_baseline_bits_per_dim": lambda v: 1 < v < 3,
         "gray_worst_nll": lambda v: 0 < v < 784 * math.log(256),  # no digit costs more than a uniform code
         "gray_se_bits_per_dim": lambda v: 0 < v < 0.1,
+        "gaussian_naive_train_ll": lambda v: 0 < v < 1e6,  # a density's ELBO: positive, nats per digit
+        # with sigma >= 1/256 each pixel's log-density is at most log 256 - log(2 pi) / 2
+        "gaussian_floor_train_ll": lambda v: v < 784 * (math.log(256) - 0.5 * math.log(2 * math.pi)),
+        "gaussian_naive_pixels_over_one": lambda v: 0 <= v < 0.5,
+        "bits_per_dim_uniform_dequant": lambda v: 1 < v < 8,
+        "bits_per_dim_variational_dequant": lambda v: 1 < v < 8,
+        "variational_gain_bits_per_dim": lambda v: -0.05 < v < 0.5,
+        "variational_gain_bits_per_dim_se": lambda v: 0 < v < 0.05,
+        "variational_same_model_gain_bits_per_dim": lambda v: -0.05 < v < 0.5,
+        "bits_per_dim_discretized_variational_run": lambda v: 0.5 < v < 8,
     },
     "12_semi_supervised": {
         "test_error_supervised_100": lambda v: 0.1 < v < 0.4,
@@ -207,6 +217,13 @@ RELATIONS = {
         ("free bits per layer leave the top layer more than KL warm-up does",
          lambda m: m["kl_layer_2_warmup"] < m["kl_layer_2_free_bits"]),
         ("the residual and the direct runs are scored on the same digits", lambda m: m["nll_residual"] == m["nll_two_level"]),
+    ],
+    "11_likelihoods": [
+        ("a dequantized bound lies above its model's discrete bits/dim",
+         lambda m: m["bits_per_dim_variational_dequant"] > m["bits_per_dim_discretized_variational_run"]),
+        ("the recorded gain is the difference of the recorded bounds",
+         lambda m: abs(m["variational_gain_bits_per_dim"]
+                       - (m["bits_per_dim_uniform_dequant"] - m["bits_per_dim_variational_dequant"])) < 1e-9),
     ],
     "12_semi_supervised": [
         ("M2's unlabelled bound lies below the importance-sampled log p(x)", lambda m: m["m2_test_bound_u"] < m["m2_test_log_px"]),
