@@ -11,6 +11,7 @@ Needs Chromium (Debian's ``chromium`` package, or ``$VAEKIT_CHROMIUM``) and Play
 Python; without them the browser tests are skipped with the reason, or fail when
 ``$VAEKIT_REQUIRE_BROWSER=1`` (CI). Adding a notebook is one line in ``CASES``.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import (CHROMIUM_ARGS, CHROMIUM_ENV, NotebookPage, find_chromium,
-                             notebook_has_widgets, prepare_notebook, start_lab, wait_until)
+from browser_support import (
+    CHROMIUM_ARGS,
+    CHROMIUM_ENV,
+    NotebookPage,
+    find_chromium,
+    notebook_has_widgets,
+    prepare_notebook,
+    start_lab,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(os.environ.get("VAEKIT_BROWSER_NOTEBOOKS", ROOT / "notebooks"))
@@ -33,7 +42,9 @@ REQUIRE_ENV = "VAEKIT_REQUIRE_BROWSER"
 class WidgetCase:
     notebook: str  # file in notebooks/
     slider: str  # the slider's description, as shown next to it
-    figure: str | None = None  # title of the figure it drives; None: the plotly figure in its cell
+    figure: str | None = (
+        None  # title of the figure it drives; None: the plotly figure in its cell
+    )
     parameters: dict = field(default_factory=lambda: {"smoke": True})
 
 
@@ -55,7 +66,9 @@ CASES = [
 
 def _missing(reason: str):
     if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} (and ${REQUIRE_ENV}=1 requires the browser tests to run)")
+        pytest.fail(
+            f"{reason} (and ${REQUIRE_ENV}=1 requires the browser tests to run)"
+        )
     pytest.skip(reason)
 
 
@@ -63,13 +76,17 @@ def _missing(reason: str):
 def chromium() -> str:
     path, looked = find_chromium()
     if path is None:
-        _missing(f"Chromium not found: looked for {', '.join(looked)}; install Debian's package "
-                 f"(`apt-get install chromium`, or .ci/browser-setup.sh) or set ${CHROMIUM_ENV}")
+        _missing(
+            f"Chromium not found: looked for {', '.join(looked)}; install Debian's package "
+            f"(`apt-get install chromium`, or .ci/browser-setup.sh) or set ${CHROMIUM_ENV}"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        _missing("Playwright for Python is not installed (`pip install playwright`; "
-                 "no `playwright install` needed, the system Chromium is used)")
+        _missing(
+            "Playwright for Python is not installed (`pip install playwright`; "
+            "no `playwright install` needed, the system Chromium is used)"
+        )
     return path
 
 
@@ -78,7 +95,11 @@ def lab(chromium, tmp_path_factory):
     """A JupyterLab server on a throwaway copy of notebooks/, stopped by its own id."""
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
-    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copytree(
+        NOTEBOOKS,
+        root,
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+    )
     server = start_lab(root, tmp / "home")
     yield server
     server.stop()
@@ -92,8 +113,11 @@ def browser(chromium, tmp_path_factory):
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1000})
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
         context.set_default_timeout(60_000)
         yield context
         context.close()
@@ -133,25 +157,38 @@ def test_slider_redraws_figure(case: WidgetCase, lab, browser):
         for what, gesture in _gestures(slider):
             value = slider.value()
             typed = gesture()
-            wait_until(lambda: slider.value() != value, 30, f"the slider's value to change after {what}")
+            wait_until(
+                lambda: slider.value() != value,
+                30,
+                f"the slider's value to change after {what}",
+            )
             if typed is not None:  # the slider shows what was typed, up to its step
-                tolerance = max(10.0 ** -slider.decimals(), (slider.step or 0) / 2) + 1e-9
-                assert abs(slider.value() - float(typed)) <= tolerance, \
+                tolerance = (
+                    max(10.0 ** -slider.decimals(), (slider.step or 0) / 2) + 1e-9
+                )
+                assert abs(slider.value() - float(typed)) <= tolerance, (
                     f"typed {typed} into the readout, the slider shows {slider.value()}"
+                )
             try:
                 figure.wait_for_change(state, what)
             except TimeoutError:
-                pytest.fail(f"{case.notebook}: the figure did not change after {what} "
-                            f"(slider {case.slider!r} moved {value} -> {slider.value()}); "
-                            f"{notebook.diagnostics()}")
+                pytest.fail(
+                    f"{case.notebook}: the figure did not change after {what} "
+                    f"(slider {case.slider!r} moved {value} -> {slider.value()}); "
+                    f"{notebook.diagnostics()}"
+                )
             state = figure.wait_until_still()
-            print(f"{case.notebook}: {what}: slider {value} -> {slider.value()}, figure redrawn")
+            print(
+                f"{case.notebook}: {what}: slider {value} -> {slider.value()}, figure redrawn"
+            )
         slider.readout.evaluate("el => el.blur()")  # no text cursor in the picture
         page.mouse.move(0, 0)
         slider.output.screenshot(path=f"{stem}-after.png")
 
         kernels = [k["id"] for k in lab.kernels()]
-        assert kernels == [kernel_id], f"expected only the session's kernel {kernel_id}, found {kernels}"
+        assert kernels == [kernel_id], (
+            f"expected only the session's kernel {kernel_id}, found {kernels}"
+        )
     except BaseException:
         try:
             page.screenshot(path=f"{stem}-failure.png", full_page=True)
@@ -161,12 +198,19 @@ def test_slider_redraws_figure(case: WidgetCase, lab, browser):
     finally:
         page.close()
         lab.delete_session(session)
-    assert kernel_id not in [k["id"] for k in lab.kernels()], f"kernel {kernel_id} still running"
+    assert kernel_id not in [k["id"] for k in lab.kernels()], (
+        f"kernel {kernel_id} still running"
+    )
 
 
 def test_every_widget_notebook_is_listed():
     """A notebook with sliders must be in CASES, so that the browser test covers it."""
     listed = {c.notebook for c in CASES}
-    unlisted = [p.name for p in sorted(NOTEBOOKS.glob("*.ipynb"))
-                if notebook_has_widgets(p) and p.name not in listed]
-    assert not unlisted, f"notebooks with sliders missing from CASES in {__file__}: {unlisted}"
+    unlisted = [
+        p.name
+        for p in sorted(NOTEBOOKS.glob("*.ipynb"))
+        if notebook_has_widgets(p) and p.name not in listed
+    ]
+    assert not unlisted, (
+        f"notebooks with sliders missing from CASES in {__file__}: {unlisted}"
+    )

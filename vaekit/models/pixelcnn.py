@@ -23,6 +23,7 @@ exactly (uniform ``p(y)``) when ``log_prob`` is called without ``labels``. Train
 ``vaekit.fit(prior, vaekit.models.pixelcnn.nll, codes, steps=...)``; :class:`NLLMonitor` records the
 negative log-likelihood of fixed grids (training and test) every few steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,13 @@ class MaskedConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor):
         kh, kw = mask.shape
-        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2),
-                         device=mask.device)
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            padding=(kh // 2, kw // 2),
+            device=mask.device,
+        )
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +58,7 @@ def vertical_mask(k: int, include_center_row: bool, device=None) -> torch.Tensor
     """``[k, k]`` mask keeping the rows above the centre (and the centre row if asked), all columns."""
     check_positive_int(k=k)
     m = torch.zeros(k, k, device=device)
-    m[:k // 2 + (1 if include_center_row else 0)] = 1
+    m[: k // 2 + (1 if include_center_row else 0)] = 1
     return m
 
 
@@ -60,7 +66,7 @@ def horizontal_mask(k: int, include_center: bool, device=None) -> torch.Tensor:
     """``[1, k]`` mask keeping the positions left of the centre (and the centre if asked)."""
     check_positive_int(k=k)
     m = torch.zeros(1, k, device=device)
-    m[0, :k // 2 + (1 if include_center else 0)] = 1
+    m[0, : k // 2 + (1 if include_center else 0)] = 1
     return m
 
 
@@ -71,15 +77,28 @@ class GatedLayer(nn.Module):
     which is safe because their inputs at (i, j) already depend only on positions before (i, j).
     """
 
-    def __init__(self, channels: int, kernel_size: int, first: bool = False, device=None, conditioned: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        first: bool = False,
+        device=None,
+        conditioned: bool = False,
+    ):
         super().__init__()
         c = channels
         self.first = first
-        self.v_conv = MaskedConv2d(c, 2 * c, vertical_mask(kernel_size, not first, device))
-        self.h_conv = MaskedConv2d(c, 2 * c, horizontal_mask(kernel_size, not first, device))
+        self.v_conv = MaskedConv2d(
+            c, 2 * c, vertical_mask(kernel_size, not first, device)
+        )
+        self.h_conv = MaskedConv2d(
+            c, 2 * c, horizontal_mask(kernel_size, not first, device)
+        )
         self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1, device=device)
         self.h_out = nn.Conv2d(c, c, 1, device=device)
-        if conditioned:  # V_v c and V_h c: unmasked 1x1 projections of the conditioning features
+        if (
+            conditioned
+        ):  # V_v c and V_h c: unmasked 1x1 projections of the conditioning features
             self.v_cond = nn.Conv2d(c, 2 * c, 1, bias=False, device=device)
             self.h_cond = nn.Conv2d(c, 2 * c, 1, bias=False, device=device)
         self.conditioned = conditioned
@@ -89,15 +108,22 @@ class GatedLayer(nn.Module):
         x, g = a.chunk(2, dim=1)
         return torch.tanh(x) * torch.sigmoid(g)
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor,
-                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         v_pre = self.v_conv(v)  # (B, 2C, H, W): rows strictly above
-        h_pre = self.h_conv(h) + self.v_to_h(v_pre)  # (B, 2C, H, W): row to the left + rows above
-        if cond is not None:  # (B, C, H, W) or (B, C, 1, 1): known in advance, reaches every position
+        h_pre = self.h_conv(h) + self.v_to_h(
+            v_pre
+        )  # (B, 2C, H, W): row to the left + rows above
+        if (
+            cond is not None
+        ):  # (B, C, H, W) or (B, C, 1, 1): known in advance, reaches every position
             v_pre = v_pre + self.v_cond(cond)
             h_pre = h_pre + self.h_cond(cond)
         h_new = self.h_out(self.gate(h_pre))
-        return self.gate(v_pre), h_new if self.first else h + h_new  # residual after the first layer
+        return self.gate(
+            v_pre
+        ), h_new if self.first else h + h_new  # residual after the first layer
 
 
 class PixelCNN(nn.Module):
@@ -114,24 +140,50 @@ class PixelCNN(nn.Module):
         num_classes: number of class labels to condition on (0: none).
     """
 
-    def __init__(self, num_codes: int, grid: tuple[int, int] = (7, 7), channels: int = 32, layers: int = 6,
-                 kernel_size: int = 3, device=None, *, cond_channels: int = 0, num_classes: int = 0):
+    def __init__(
+        self,
+        num_codes: int,
+        grid: tuple[int, int] = (7, 7),
+        channels: int = 32,
+        layers: int = 6,
+        kernel_size: int = 3,
+        device=None,
+        *,
+        cond_channels: int = 0,
+        num_classes: int = 0,
+    ):
         super().__init__()
         check_positive_int(num_codes=num_codes, channels=channels, layers=layers)
         for name, v in (("cond_channels", cond_channels), ("num_classes", num_classes)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int (0: no conditioning), got {v!r}")
+                raise ValueError(
+                    f"{name} must be a non-negative int (0: no conditioning), got {v!r}"
+                )
         if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd int >= 3, got {kernel_size!r}")
+            raise ValueError(
+                f"kernel_size must be an odd int >= 3, got {kernel_size!r}"
+            )
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"grid must be (H, W) with positive sizes, got {grid!r}")
         self.num_codes, self.grid = num_codes, tuple(int(g) for g in grid)
         self.embed = nn.Embedding(num_codes, channels, device=device)
         conditioned = cond_channels > 0 or num_classes > 0
-        self.layers = nn.ModuleList(GatedLayer(channels, kernel_size, first=(i == 0), device=device,
-                                               conditioned=conditioned) for i in range(layers))
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1, device=device), nn.ReLU(),
-                                  nn.Conv2d(channels, num_codes, 1, device=device))
+        self.layers = nn.ModuleList(
+            GatedLayer(
+                channels,
+                kernel_size,
+                first=(i == 0),
+                device=device,
+                conditioned=conditioned,
+            )
+            for i in range(layers)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, device=device),
+            nn.ReLU(),
+            nn.Conv2d(channels, num_codes, 1, device=device),
+        )
         self.cond_channels, self.num_classes = cond_channels, num_classes
         if cond_channels:  # created after the unconditional modules: an unconditional prior is unchanged
             self.cond_proj = nn.Conv2d(cond_channels, channels, 1, device=device)
@@ -143,44 +195,80 @@ class PixelCNN(nn.Module):
         return module_device(self)
 
     def _check(self, indices: torch.Tensor) -> None:
-        check_tensor("indices", indices, ndim=3, integer=True, min_value=0, max_value=self.num_codes - 1)
+        check_tensor(
+            "indices",
+            indices,
+            ndim=3,
+            integer=True,
+            min_value=0,
+            max_value=self.num_codes - 1,
+        )
         if indices.device != self.device:
-            raise ValueError(f"indices is on {indices.device} but the model is on {self.device}: move one to the other")
+            raise ValueError(
+                f"indices is on {indices.device} but the model is on {self.device}: move one to the other"
+            )
 
     def _check_conditioning(self, n: int, hw: tuple[int, int], cond, labels) -> None:
         if self.cond_channels:
             if cond is None:
-                raise ValueError(f"cond is required: this prior is conditioned on a [B, {self.cond_channels}, H, W] feature map")
+                raise ValueError(
+                    f"cond is required: this prior is conditioned on a [B, {self.cond_channels}, H, W] feature map"
+                )
             check_tensor("cond", cond, ndim=4, floating=True)
             if tuple(cond.shape) != (n, self.cond_channels, *hw):
-                raise ValueError(f"cond must have shape {(n, self.cond_channels, *hw)} ([B, cond_channels, H, W]), "
-                                 f"got {tuple(cond.shape)}")
+                raise ValueError(
+                    f"cond must have shape {(n, self.cond_channels, *hw)} ([B, cond_channels, H, W]), "
+                    f"got {tuple(cond.shape)}"
+                )
             if cond.device != self.device:
-                raise ValueError(f"cond is on {cond.device} but the model is on {self.device}: move one to the other")
+                raise ValueError(
+                    f"cond is on {cond.device} but the model is on {self.device}: move one to the other"
+                )
         elif cond is not None:
             raise ValueError("cond was given but this prior has cond_channels=0")
         if labels is not None:
             if not self.num_classes:
                 raise ValueError("labels were given but this prior has num_classes=0")
-            check_tensor("labels", labels, ndim=1, integer=True, min_value=0, max_value=self.num_classes - 1)
+            check_tensor(
+                "labels",
+                labels,
+                ndim=1,
+                integer=True,
+                min_value=0,
+                max_value=self.num_classes - 1,
+            )
             if labels.shape[0] != n:
-                raise ValueError(f"labels must have shape [{n}] (one per grid), got {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must have shape [{n}] (one per grid), got {tuple(labels.shape)}"
+                )
             if labels.device != self.device:
-                raise ValueError(f"labels is on {labels.device} but the model is on {self.device}: move one to the other")
+                raise ValueError(
+                    f"labels is on {labels.device} but the model is on {self.device}: move one to the other"
+                )
 
-    def logits(self, indices: torch.Tensor, cond: torch.Tensor | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        indices: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits of p(z_ij | z_<ij [, cond, label]) for every position: ``[B, H, W]`` -> ``[B, K, H, W]``.
 
         A class-conditional prior needs ``labels`` here (see :meth:`log_prob` for the marginal).
         """
         self._check(indices)
-        self._check_conditioning(indices.shape[0], tuple(indices.shape[1:]), cond, labels)
+        self._check_conditioning(
+            indices.shape[0], tuple(indices.shape[1:]), cond, labels
+        )
         if self.num_classes and labels is None:
-            raise ValueError(f"labels are required: this prior is conditioned on {self.num_classes} classes")
+            raise ValueError(
+                f"labels are required: this prior is conditioned on {self.num_classes} classes"
+            )
         return self._logits(indices, cond, labels)
 
-    def _features(self, cond: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | None:
+    def _features(
+        self, cond: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """The conditioning features every layer receives: ``[B, C, H, W]``, ``[B, C, 1, 1]`` or None."""
         f = None
         if cond is not None:
@@ -190,8 +278,12 @@ class PixelCNN(nn.Module):
             f = y if f is None else f + y
         return f
 
-    def _logits(self, indices: torch.Tensor, cond: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:  # unchecked: for codes made here
+    def _logits(
+        self,
+        indices: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # unchecked: for codes made here
         x = self.embed(indices.long()).permute(0, 3, 1, 2)  # (B, C, H, W)
         f = self._features(cond, labels)
         v = h = x
@@ -199,8 +291,12 @@ class PixelCNN(nn.Module):
             v, h = layer(v, h, f)
         return self.head(h)  # (B, K, H, W)
 
-    def log_prob(self, indices: torch.Tensor, cond: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(
+        self,
+        indices: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """log p(z [| cond, label]) of each grid, ``[B]`` nats (sum of the H*W conditional log-probabilities).
 
         For a class-conditional prior called without ``labels``: the marginal
@@ -208,20 +304,34 @@ class PixelCNN(nn.Module):
         """
         if self.num_classes and labels is None:
             self._check(indices)
-            self._check_conditioning(indices.shape[0], tuple(indices.shape[1:]), cond, None)
+            self._check_conditioning(
+                indices.shape[0], tuple(indices.shape[1:]), cond, None
+            )
             n = indices.shape[0]
-            ys = torch.arange(self.num_classes, device=indices.device).repeat_interleave(n)  # (Y n,)
+            ys = torch.arange(
+                self.num_classes, device=indices.device
+            ).repeat_interleave(n)  # (Y n,)
             z = indices.repeat(self.num_classes, 1, 1)  # (Y n, H, W)
             c = None if cond is None else cond.repeat(self.num_classes, 1, 1, 1)
-            logp = self.log_prob(z, c, ys).view(self.num_classes, n)  # (Y, n): log p(z | y)
+            logp = self.log_prob(z, c, ys).view(
+                self.num_classes, n
+            )  # (Y, n): log p(z | y)
             return torch.logsumexp(logp, 0) - math.log(self.num_classes)
-        logp = -F.cross_entropy(self.logits(indices, cond, labels), indices.long(), reduction="none")  # (B, H, W)
+        logp = -F.cross_entropy(
+            self.logits(indices, cond, labels), indices.long(), reduction="none"
+        )  # (B, H, W)
         return logp.sum((1, 2))
 
     @torch.no_grad()
-    def sample(self, n: int, grid: tuple[int, int] | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        grid: tuple[int, int] | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``n`` code grids ``[n, H, W]`` drawn position by position in raster order.
 
         ``cond`` ``[n, cond_channels, H, W]`` (its shape sets the grid) and ``labels`` ``[n]``: the
@@ -230,27 +340,39 @@ class PixelCNN(nn.Module):
         """
         check_positive_int(n=n)
         check_positive_number(temperature=temperature)
-        h, w = (tuple(cond.shape[2:]) if cond is not None else self.grid) if grid is None else grid
+        h, w = (
+            (tuple(cond.shape[2:]) if cond is not None else self.grid)
+            if grid is None
+            else grid
+        )
         self._check_conditioning(n, (h, w), cond, labels)
         if self.num_classes and labels is None:
-            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+            labels = torch.randint(
+                self.num_classes, (n,), device=self.device, generator=generator
+            )
         was_training = self.training
         self.eval()
         z = torch.zeros(n, h, w, dtype=torch.long, device=self.device)
         try:
             for i in range(h):
-                c = None if cond is None else cond[:, :, :i + 1]
+                c = None if cond is None else cond[:, :, : i + 1]
                 for j in range(w):
                     # rows below i cannot reach row i (causal masks, 1x1 conditioning): compute rows 0..i only
-                    logits = self._logits(z[:, :i + 1], c, labels)[:, :, i, j]  # (n, K)
+                    logits = self._logits(z[:, : i + 1], c, labels)[
+                        :, :, i, j
+                    ]  # (n, K)
                     probs = torch.softmax(logits / temperature, dim=1)
-                    z[:, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                    z[:, i, j] = torch.multinomial(
+                        probs, 1, generator=generator
+                    ).squeeze(1)
         finally:
             self.train(was_training)
         return z
 
 
-def nll(model: PixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def nll(
+    model: PixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """-log p(indices [| labels]) per grid, ``[B]`` nats: the prior's training objective for :func:`vaekit.fit`
     (``vaekit.fit(prior, nll, (codes, labels), ...)`` trains a class-conditional prior)."""
     return -model.log_prob(indices, labels=labels)
@@ -268,7 +390,9 @@ class NLLMonitor:
     def __init__(self, grids: dict[str, torch.Tensor], every: int = 10):
         check_positive_int(every=every)
         if not isinstance(grids, dict) or not grids:
-            raise ValueError(f"grids must be a non-empty dict of name -> [N, H, W] code grids, got {type(grids).__name__}")
+            raise ValueError(
+                f"grids must be a non-empty dict of name -> [N, H, W] code grids, got {type(grids).__name__}"
+            )
         for name, g in grids.items():
             check_tensor(f"grids[{name!r}]", g, ndim=3, integer=True)
         self.grids, self.every = grids, every
