@@ -605,7 +605,7 @@ EXEMPT = {  # function -> why it is not in the table
     "hmc.log_joint": "returns a closure over x; log_marginal, sir_init and MCEM check x before using it",
     "train.fingerprint": "fit's bookkeeping, called after fit's checks",
     "train.make_optimizer": "fit's checks",
-    "dequantization.density_log_prob": "dequantized_elbo's helper, called after its checks",
+    "discretized.density_log_prob": "the density behind dequantized_elbo and dequantized_bound, called after their checks",
 }
 
 

@@ -219,6 +219,20 @@ def pixel_categorical(
     )
 
 
+def density_log_prob(px, y: torch.Tensor) -> torch.Tensor:
+    """log p(y) of a decoder's distribution read as a density on the continuous axis, per event.
+
+    px: an ``Independent`` over ``DiscretizedLogistic`` pixels (its logistic density is used), a
+    ``DiscretizedLogistic`` itself, or any distribution with a density (a ``Normal``: its ``log_prob``).
+    """
+    base = px.base_dist if isinstance(px, Independent) else px
+    if isinstance(base, DiscretizedLogistic):
+        lp = base.continuous_log_prob(y)
+        dims = px.reinterpreted_batch_ndims if isinstance(px, Independent) else 0
+        return lp.flatten(-dims).sum(-1) if dims else lp
+    return px.log_prob(y)
+
+
 def dequantized_bound(
     px: "Independent | DiscretizedLogistic",
     x: torch.Tensor,
@@ -245,11 +259,11 @@ def dequantized_bound(
             f"px must be a DiscretizedLogistic or an Independent over one, got {type(base).__name__}"
         )
 
-    def one_draw():  # log p(y) at one dequantization, summed over the event dimensions, minus log(bins) each
-        lp = base.continuous_log_prob(dequantize(x, base.bins, generator)) - math.log(
-            base.bins
-        )
-        return lp.flatten(-dims).sum(-1) if dims else lp
+    event = math.prod(x.shape[x.dim() - dims :]) if dims else 1  # D, pixels per event
+
+    def one_draw():  # log p(y) at one dequantization, per event, minus log(bins) per pixel
+        y = dequantize(x, base.bins, generator)
+        return density_log_prob(px, y) - event * math.log(base.bins)
 
     draws = torch.stack([one_draw() for _ in range(samples)])  # (samples, *batch)
     se = (

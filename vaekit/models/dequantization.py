@@ -34,7 +34,7 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from ..discretized import DiscretizedLogistic, to_levels
+from ..discretized import density_log_prob, to_levels
 from ..nets import mlp
 from ..utils import check_data, check_positive_int, value_checks_enabled
 
@@ -118,20 +118,6 @@ class LogisticDequantizer(nn.Module):
         return torch.sigmoid(eps), log_q.flatten(1).sum(1)
 
 
-def density_log_prob(px, y: torch.Tensor) -> torch.Tensor:
-    """log p(y) of a decoder's distribution read as a density on the continuous axis, per event.
-
-    px: an ``Independent`` over ``DiscretizedLogistic`` pixels (its logistic density is used) or over
-    any distribution with a density (a ``Normal``: its ``log_prob``).
-    """
-    base = px.base_dist if isinstance(px, Independent) else px
-    if isinstance(base, DiscretizedLogistic):
-        lp = base.continuous_log_prob(y)
-        dims = px.reinterpreted_batch_ndims if isinstance(px, Independent) else 0
-        return lp.flatten(-dims).sum(-1) if dims else lp
-    return px.log_prob(y)
-
-
 def dequantized_elbo(
     model,
     x: torch.Tensor,
@@ -145,7 +131,7 @@ def dequantized_elbo(
         E_{q(z|x)} E_{q(u|x)}[log p((n + u) / bins | z) - log q(u | x)] - KL(q(z|x) || p(z)) - D log(bins)
 
     model: a VAE (``encode``, ``decode``, ``prior``) whose encoder reads the 8-bit image x and whose
-    decoder is read as a density (:func:`density_log_prob`). x: grey levels n / (bins - 1),
+    decoder is read as a density (:func:`vaekit.discretized.density_log_prob`). x: grey levels n / (bins - 1),
     ``[B, *x_shape]``. dequantizer: q(u | x); None is the uniform (Theis et al.'s bound, with
     u drawn as :func:`vaekit.discretized.dequantize` does). u is drawn before z, with ``generator``
     if given; z with torch's global generator.

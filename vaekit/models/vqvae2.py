@@ -38,6 +38,13 @@ from .vq import VectorQuantizer, VQOutput
 from .vqvae import VQVAE
 
 
+def _check_code_grid(name: str, codes: torch.Tensor, num_codes: int) -> None:
+    """A grid of code indices ``[B, H, W]`` with values in 0 .. num_codes - 1, or a clear error."""
+    check_tensor(
+        name, codes, ndim=3, integer=True, min_value=0, max_value=num_codes - 1
+    )
+
+
 class VQVAE2Output(NamedTuple):
     """What :meth:`VQVAE2.forward` returns."""
 
@@ -139,29 +146,16 @@ class VQVAE2(nn.Module):
         return VQVAE2Output(bernoulli(logits, 3), top, bottom)
 
     def _check_codes(self, top: torch.Tensor, bottom: torch.Tensor) -> None:
-        check_tensor(
-            "top",
-            top,
-            ndim=3,
-            integer=True,
-            min_value=0,
-            max_value=self.num_codes_top - 1,
-        )
-        check_tensor(
-            "bottom",
-            bottom,
-            ndim=3,
-            integer=True,
-            min_value=0,
-            max_value=self.num_codes_bottom - 1,
-        )
+        _check_code_grid("top", top, self.num_codes_top)
+        _check_code_grid("bottom", bottom, self.num_codes_bottom)
         if (
             tuple(top.shape[1:]) != self.top_grid
             or tuple(bottom.shape[1:]) != self.bottom_grid
             or top.shape[0] != bottom.shape[0]
         ):
             raise ValueError(
-                f"top must be [B, 7, 7] and bottom [B, 14, 14] with the same B, got "
+                f"top must be [B, {', '.join(map(str, self.top_grid))}] and bottom "
+                f"[B, {', '.join(map(str, self.bottom_grid))}] with the same B, got "
                 f"{tuple(top.shape)} and {tuple(bottom.shape)}"
             )
 
@@ -308,14 +302,7 @@ class BottomPrior(nn.Module):
         return module_device(self)
 
     def _check_top(self, top: torch.Tensor) -> None:
-        check_tensor(
-            "top",
-            top,
-            ndim=3,
-            integer=True,
-            min_value=0,
-            max_value=self.num_codes_top - 1,
-        )
+        _check_code_grid("top", top, self.num_codes_top)
         if top.device != self.device:
             raise ValueError(
                 f"top is on {top.device} but the model is on {self.device}: move one to the other"
